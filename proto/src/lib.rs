@@ -1,0 +1,28 @@
+//! Protocol buffers of Skiff, compiled by tonic/prost.
+//!
+//! # Layout
+//! - [`etcdserverpb`] and [`mvccpb`]: the etcd v3 client API, wire-compatible with etcd
+//!   (package, service and method names and field numbers are etcd's). Skiff's store
+//!   serves it; Skiff's API server, benchmark and jepsen harness speak it, so each of them
+//!   runs unchanged against a real etcd.
+//! - [`raft`]: `skiff.raft.v1`, the peer API between store members (raft messages,
+//!   streamed snapshots, requests forwarded to the leader).
+//!
+//! The .proto sources are beside this crate in `etcd/` and `skiff/`.
+
+#![allow(clippy::all, clippy::pedantic)]
+
+/// `mvccpb`: `KeyValue` and `Event`.
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}
+
+/// `etcdserverpb`: the KV, Watch, Lease, Cluster and Maintenance services.
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+/// `skiff.raft.v1`: the store's member-to-member API.
+pub mod raft {
+    tonic::include_proto!("skiff.raft.v1");
+}
