@@ -1,0 +1,224 @@
+//! Command-line flags of the `skiff` binary. Every flag has a default and an
+//! environment variable; the store's flags use etcd's names and `ETCD_*` variables, so
+//! tools and manifests written for etcd launch `skiff store` unchanged.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use skiff_store::{ClusterState, StoreConfig};
+
+/// Skiff: a Kubernetes-style orchestrator with its own etcd-compatible store.
+#[derive(Debug, Parser)]
+#[command(name = "skiff", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "SKIFF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Role to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The roles of the binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a standalone store member (the etcd role), serving the etcd v3 API.
+    Store(StoreCmd),
+}
+
+/// `skiff store`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct StoreCmd {
+    /// Store maintenance commands.
+    #[command(subcommand)]
+    pub action: Option<StoreAction>,
+    /// Member flags.
+    #[command(flatten)]
+    pub flags: StoreFlags,
+}
+
+/// `skiff store <action>`.
+#[derive(Debug, Subcommand)]
+pub enum StoreAction {
+    /// Restore a snapshot file (from `etcdctl snapshot save`) into the data dir of a member
+    /// of a new cluster. Run it for every member with the same file, then start each
+    /// member with `--initial-cluster-state new`.
+    Restore(RestoreArgs),
+}
+
+/// `skiff store restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The snapshot file.
+    pub snapshot: PathBuf,
+    /// Data dir to create (must not hold a member yet).
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: PathBuf,
+}
+
+/// Flags of a store member, named as etcd names them.
+#[derive(Debug, Args)]
+pub struct StoreFlags {
+    /// Human-readable name of this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+    /// Path to the data directory [default: <name>.etcd].
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic (gRPC and HTTP), comma-separated.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://127.0.0.1:2379",
+        value_delimiter = ','
+    )]
+    pub listen_client_urls: Vec<String>,
+    /// Client URLs to advertise to the rest of the cluster [default: the listen client URLs].
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", value_delimiter = ',')]
+    pub advertise_client_urls: Vec<String>,
+    /// URLs to listen on for peer (member-to-member) traffic, comma-separated.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://127.0.0.1:2380",
+        value_delimiter = ','
+    )]
+    pub listen_peer_urls: Vec<String>,
+    /// This member's peer URLs to advertise to the cluster [default: the listen peer URLs].
+    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", value_delimiter = ',')]
+    pub initial_advertise_peer_urls: Vec<String>,
+    /// Initial cluster configuration for bootstrapping: name=peer-url,… [default: <name>=<advertise peer URL>].
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// "new" to bootstrap a cluster, "existing" to join one this member was added to.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", value_enum, default_value_t = InitialState::New)]
+    pub initial_cluster_state: InitialState,
+    /// Cluster token: distinguishes clusters bootstrapped from the same configuration.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    pub initial_cluster_token: String,
+    /// Applied log entries between raft snapshots (and log purges).
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10_000)]
+    pub snapshot_count: u64,
+    /// Database size (bytes) that raises the NOSPACE alarm: then only reads and deletes pass.
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 2 << 30)]
+    pub quota_backend_bytes: u64,
+    /// Raft heartbeat interval, in milliseconds.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Raft election timeout, in milliseconds.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Largest client request, in bytes.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1536 * 1024)]
+    pub max_request_bytes: usize,
+    /// Most operations in one transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+    /// UNSAFE, for testing the jepsen checkers only: acknowledge writes before fsync.
+    #[arg(long, env = "SKIFF_UNSAFE_NO_FSYNC", hide = true)]
+    pub unsafe_no_fsync: bool,
+    /// UNSAFE, for testing the jepsen checkers only: serve linearizable reads locally.
+    #[arg(long, env = "SKIFF_UNSAFE_LOCAL_READS", hide = true)]
+    pub unsafe_local_reads: bool,
+}
+
+/// `--initial-cluster-state`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum InitialState {
+    /// Bootstrap a new cluster.
+    New,
+    /// Join an existing cluster.
+    Existing,
+}
+
+impl StoreFlags {
+    /// The member configuration these flags describe.
+    ///
+    /// # Errors
+    /// A malformed `--initial-cluster`.
+    pub fn to_config(&self) -> anyhow::Result<StoreConfig> {
+        let advertise_client_urls = if self.advertise_client_urls.is_empty() {
+            self.listen_client_urls.clone()
+        } else {
+            self.advertise_client_urls.clone()
+        };
+        let initial_advertise_peer_urls = if self.initial_advertise_peer_urls.is_empty() {
+            self.listen_peer_urls.clone()
+        } else {
+            self.initial_advertise_peer_urls.clone()
+        };
+        let initial_cluster = match &self.initial_cluster {
+            Some(s) => skiff_store::config::parse_initial_cluster(s)?,
+            None => initial_advertise_peer_urls
+                .iter()
+                .map(|u| (self.name.clone(), u.clone()))
+                .collect(),
+        };
+        Ok(StoreConfig {
+            name: self.name.clone(),
+            data_dir: self
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name))),
+            listen_client_urls: self.listen_client_urls.clone(),
+            advertise_client_urls,
+            listen_peer_urls: self.listen_peer_urls.clone(),
+            initial_advertise_peer_urls,
+            initial_cluster,
+            initial_cluster_state: match self.initial_cluster_state {
+                InitialState::New => ClusterState::New,
+                InitialState::Existing => ClusterState::Existing,
+            },
+            initial_cluster_token: self.initial_cluster_token.clone(),
+            snapshot_count: self.snapshot_count,
+            quota_backend_bytes: self.quota_backend_bytes,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
+            election_timeout: Duration::from_millis(self.election_timeout),
+            max_request_bytes: self.max_request_bytes,
+            max_txn_ops: self.max_txn_ops,
+            unsafe_no_fsync: self.unsafe_no_fsync,
+            unsafe_local_reads: self.unsafe_local_reads,
+            ..StoreConfig::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_and_default_like_etcd() {
+        let cli = Cli::try_parse_from(["skiff", "store", "--data-dir", "d"]).unwrap();
+        let Command::Store(s) = cli.command;
+        let c = s.flags.to_config().unwrap();
+        assert_eq!(c.listen_client_urls, vec!["http://127.0.0.1:2379"]);
+        assert_eq!(
+            c.initial_cluster,
+            vec![("default".to_string(), "http://127.0.0.1:2380".to_string())]
+        );
+        assert!(c.validate().is_ok());
+        let cli = Cli::try_parse_from(["skiff", "store", "restore", "snap.db", "--data-dir", "x"])
+            .unwrap();
+        let Command::Store(s) = cli.command;
+        assert!(matches!(s.action, Some(StoreAction::Restore(_))));
+        assert!(
+            Cli::try_parse_from(["skiff", "store", "--initial-cluster-state", "bogus"]).is_err()
+        );
+    }
+}

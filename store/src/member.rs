@@ -1,0 +1,1073 @@
+//! A running store member: raft, state machine and the operations the client-facing
+//! services are built from — proposing a write wherever the leader is, linearizable
+//! read barriers, lease keep-alive, membership changes.
+//!
+//! Any member accepts any request. A write on a follower is forwarded to the leader over
+//! the peer API (`Forward`); a linearizable read on a follower asks the leader for a
+//! read index and waits until it has applied that far. Concurrent linearizable reads
+//! share one ReadIndex round (see [`ReadBarrier`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use serde::{Deserialize, Serialize};
+use skiff_proto::etcdserverpb::ResponseHeader;
+use skiff_proto::raft::Payload;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::StoreConfig;
+use crate::error::{Result, StoreError};
+use crate::metrics::Metrics;
+use crate::raft::network::{NetworkFactory, PeerChannels};
+use crate::raft::state_machine::{lease_keys, SmShared, StateMachine};
+use crate::raft::types::{decode, encode, ApplyResult, MemberNode, NodeId, Raft, Request};
+use crate::raft::LogStore;
+use crate::storage::{self, schema};
+
+/// A member as the Cluster API reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Member id.
+    pub id: NodeId,
+    /// Name (empty until the member has started).
+    pub name: String,
+    /// Peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Client URLs (empty until the member has started).
+    pub client_urls: Vec<String>,
+    /// Whether it is a learner (non-voting).
+    pub is_learner: bool,
+}
+
+/// Requests one member sends another on a client's behalf.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Forward {
+    /// Propose a write (sent to the leader).
+    Propose(Request),
+    /// Confirm leadership and return the index to read at (sent to the leader).
+    ReadIndex,
+    /// Refresh a lease (leader keeps deadlines).
+    LeaseKeepAlive(i64),
+    /// Remaining TTL of a lease.
+    LeaseTimeToLive(i64),
+    /// Add a member.
+    MemberAdd {
+        /// Its peer URLs.
+        peer_urls: Vec<String>,
+        /// As a learner.
+        learner: bool,
+    },
+    /// Remove a member.
+    MemberRemove(NodeId),
+    /// Change a member's peer URLs.
+    MemberUpdate(NodeId, Vec<String>),
+    /// Promote a learner.
+    MemberPromote(NodeId),
+    /// The cluster's id and members (used by a joining member to learn its id).
+    Members,
+    /// Ask a member to start an election (leader transfer).
+    Campaign,
+}
+
+/// Answers to [`Forward`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardReply {
+    /// A write's result.
+    Applied(ApplyResult),
+    /// Read at or after this log index.
+    ReadIndex(u64),
+    /// Lease TTL after a keep-alive (None = lease gone).
+    KeepAlive(Option<i64>),
+    /// (remaining, granted) TTL (None = lease gone).
+    TimeToLive(Option<(i64, i64)>),
+    /// The member added (for MemberAdd) and the member list.
+    Members {
+        /// Cluster id.
+        cluster_id: u64,
+        /// Added member (MemberAdd only).
+        added: Option<MemberInfo>,
+        /// Every member.
+        members: Vec<MemberInfo>,
+    },
+    /// Done.
+    Done,
+}
+
+/// Coalesces linearizable reads: every read waits for a ReadIndex round that *started
+/// after* the read arrived, and all reads queued while a round runs share the next one.
+pub struct ReadBarrier {
+    tx: mpsc::UnboundedSender<oneshot::Sender<Result<u64>>>,
+    rx: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<oneshot::Sender<Result<u64>>>>>,
+}
+
+/// Stable 64-bit hash (FNV-1a) for member and cluster ids.
+pub fn fnv64(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in *p {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
+/// etcd-style member id from peer URLs, cluster token and (for added members) a time.
+pub fn member_id(peer_urls: &[String], token: &str, salt: u64) -> NodeId {
+    let mut urls = peer_urls.to_vec();
+    urls.sort();
+    let joined = urls.join(",");
+    fnv64(&[joined.as_bytes(), token.as_bytes(), &salt.to_be_bytes()])
+}
+
+/// A running member.
+pub struct Member {
+    /// Its configuration.
+    pub config: StoreConfig,
+    /// Its id.
+    pub id: NodeId,
+    /// The cluster id.
+    pub cluster_id: u64,
+    /// openraft.
+    pub raft: Raft,
+    /// The state machine.
+    pub sm: Arc<SmShared>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Peer channels (for forwarding).
+    pub peers: PeerChannels,
+    read_barrier: ReadBarrier,
+    /// Where snapshots for Maintenance.Snapshot are staged.
+    pub scratch_dir: PathBuf,
+    /// Set when this member was removed from the cluster.
+    pub removed: tokio::sync::watch::Sender<bool>,
+    started: Instant,
+}
+
+const ID_KEY: &[u8] = b"member_id";
+const CLUSTER_KEY: &[u8] = b"cluster_id";
+
+impl Member {
+    /// Opens the data dir, determines the member and cluster ids, starts raft, and
+    /// bootstraps a new cluster if asked to and not yet done.
+    ///
+    /// # Errors
+    /// Storage errors, an invalid configuration, or (joining) no existing member that
+    /// knows this member's peer URLs.
+    pub async fn start(config: StoreConfig) -> Result<Arc<Self>> {
+        config.validate()?;
+        let dir = config.data_dir.join("member");
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Storage(format!("{dir:?}: {e}")))?;
+        let db = storage::open_db(&dir.join("db"))?;
+        let metrics = Arc::new(Metrics::new());
+        let peers = PeerChannels::default();
+
+        let meta_cf = db
+            .cf_handle(schema::CF_RAFT_META)
+            .ok_or_else(|| StoreError::Corruption("raft_meta".into()))?;
+        let stored_id = db
+            .get_cf(meta_cf, ID_KEY)?
+            .map(|b| decode::<(u64, u64)>(&b))
+            .transpose()?;
+        let _ = CLUSTER_KEY;
+        let (id, cluster_id, fresh) = match stored_id {
+            Some((id, cid)) => (id, cid, false),
+            None => {
+                let (id, cid) = match config.initial_cluster_state {
+                    crate::config::ClusterState::New => new_cluster_ids(&config),
+                    crate::config::ClusterState::Existing => join_existing(&config, &peers).await?,
+                };
+                let mut o = rocksdb::WriteOptions::default();
+                o.set_sync(true);
+                db.put_cf_opt(meta_cf, ID_KEY, encode(&(id, cid))?, &o)?;
+                (id, cid, true)
+            }
+        };
+        tracing::info!(
+            member_id = format!("{id:x}"),
+            cluster_id = format!("{cluster_id:x}"),
+            "starting store member"
+        );
+
+        let log_store = LogStore::new(db.clone(), metrics.clone(), config.unsafe_no_fsync);
+        let sm = StateMachine::open(db.clone(), &dir.join("snap"), metrics.clone())?;
+        let shared = sm.shared.clone();
+        let election = config.election_timeout.as_millis() as u64;
+        let raft_config = openraft::Config {
+            cluster_name: config.initial_cluster_token.clone(),
+            heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: election,
+            election_timeout_max: election * 2,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count.max(1)),
+            max_in_snapshot_log_to_keep: config.snapshot_count.clamp(1, 5000),
+            max_payload_entries: 1000,
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StoreError::InvalidArgument(format!("raft configuration: {e}")))?;
+        let network = NetworkFactory {
+            channels: peers.clone(),
+        };
+        let raft = Raft::new(id, Arc::new(raft_config), network, log_store, sm)
+            .await
+            .map_err(|e| StoreError::Internal(format!("starting raft: {e}")))?;
+
+        if fresh && config.initial_cluster_state == crate::config::ClusterState::New {
+            let mut members: BTreeMap<NodeId, MemberNode> = BTreeMap::new();
+            for (name, urls) in group_cluster(&config.initial_cluster) {
+                let mid = member_id(&urls, &config.initial_cluster_token, 0);
+                let _ = name;
+                members.insert(mid, MemberNode { peer_urls: urls });
+            }
+            match raft.initialize(members).await {
+                Ok(()) => {}
+                Err(RaftError::APIError(e)) => {
+                    tracing::info!(error = %e, "cluster already initialized")
+                }
+                Err(e) => return Err(StoreError::Internal(format!("initialize: {e}"))),
+            }
+        }
+
+        let (removed, _) = tokio::sync::watch::channel(false);
+        let read_barrier = ReadBarrier::new();
+        let scratch_dir = dir.join("tmp");
+        let _ = std::fs::remove_dir_all(&scratch_dir);
+        std::fs::create_dir_all(&scratch_dir)
+            .map_err(|e| StoreError::Storage(format!("{scratch_dir:?}: {e}")))?;
+        let member = Arc::new(Self {
+            config,
+            id,
+            cluster_id,
+            raft,
+            sm: shared,
+            metrics,
+            peers,
+            read_barrier,
+            scratch_dir,
+            removed,
+            started: Instant::now(),
+        });
+        Ok(member)
+    }
+
+    /// A response header for `revision`.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.id,
+            revision,
+            raft_term: self.raft.metrics().borrow().current_term,
+        }
+    }
+
+    /// The header function watchers use.
+    pub fn header_fn(self: &Arc<Self>) -> crate::watch::HeaderFn {
+        let cluster_id = self.cluster_id;
+        let id = self.id;
+        let metrics = self.raft.metrics();
+        Arc::new(move |rev| ResponseHeader {
+            cluster_id,
+            member_id: id,
+            revision: rev,
+            raft_term: metrics.borrow().current_term,
+        })
+    }
+
+    /// The current leader, if known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Whether this member is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    fn peer_url(&self, id: NodeId) -> Option<String> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership()
+            .get_node(&id)
+            .and_then(|n| n.peer_urls.first().cloned())
+    }
+
+    /// Sends a request to the leader (or `to`), relaying its answer.
+    async fn forward(&self, to: Option<NodeId>, req: &Forward) -> Result<ForwardReply> {
+        let leader = match to {
+            Some(t) => t,
+            None => self.wait_for_leader().await?,
+        };
+        let url = self.peer_url(leader).ok_or(StoreError::NoLeader)?;
+        let mut client = self
+            .peers
+            .client(&url)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut r = tonic::Request::new(Payload { data: encode(req)? });
+        r.set_timeout(self.config.request_timeout);
+        let resp = client.forward(r).await.map_err(|s| match s.code() {
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => StoreError::Timeout,
+            _ => StoreError::Unavailable(format!(
+                "etcdserver: forwarding to the leader failed: {}",
+                s.message()
+            )),
+        })?;
+        decode::<Result<ForwardReply>>(&resp.into_inner().data)?
+    }
+
+    /// Waits (bounded by an election timeout or two) for a leader to be known.
+    async fn wait_for_leader(&self) -> Result<NodeId> {
+        let deadline = Instant::now() + self.config.election_timeout * 3;
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Some(l) = rx.borrow().current_leader {
+                return Ok(l);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::NoLeader);
+            }
+            if tokio::time::timeout(left, rx.changed()).await.is_err() {
+                return Err(StoreError::NoLeader);
+            }
+        }
+    }
+
+    /// Replicates a request and returns its result, wherever the leader is.
+    ///
+    /// # Errors
+    /// The request's own error, or `NoLeader` / `LeaderChanged` / `Timeout` (outcome
+    /// unknown for the last two).
+    pub async fn propose(&self, req: Request) -> Result<ApplyResult> {
+        self.metrics.proposals_pending.inc();
+        let r = tokio::time::timeout(self.config.request_timeout, self.propose_inner(req)).await;
+        self.metrics.proposals_pending.dec();
+        let r = r.map_err(|_| StoreError::Timeout)??;
+        r.result.as_ref().map_err(Clone::clone)?;
+        Ok(r)
+    }
+
+    async fn propose_inner(&self, req: Request) -> Result<ApplyResult> {
+        for attempt in 0..3 {
+            if self.is_leader() {
+                match self.raft.client_write(req.clone()).await {
+                    Ok(resp) => return Ok(resp.data),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                        // Lost leadership before the entry was appended: safe to retry.
+                        if attempt == 2 {
+                            return Err(StoreError::LeaderChanged);
+                        }
+                        continue;
+                    }
+                    Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                        return Err(StoreError::Internal(e.to_string()))
+                    }
+                    Err(RaftError::Fatal(e)) => {
+                        return Err(StoreError::Unavailable(format!("raft stopped: {e}")))
+                    }
+                }
+            }
+            match self.forward(None, &Forward::Propose(req.clone())).await? {
+                ForwardReply::Applied(r) => return Ok(r),
+                other => {
+                    return Err(StoreError::Internal(format!(
+                        "unexpected forward reply {other:?}"
+                    )))
+                }
+            }
+        }
+        Err(StoreError::LeaderChanged)
+    }
+
+    /// Blocks until this member's state reflects every write acknowledged before the
+    /// call (a linearizable read may then be served locally).
+    ///
+    /// # Errors
+    /// `NoLeader`, `Timeout`, or `Unavailable` when the cluster cannot confirm a leader.
+    pub async fn linearizable_barrier(&self) -> Result<()> {
+        if self.config.unsafe_local_reads {
+            return Ok(());
+        }
+        let index = tokio::time::timeout(self.config.request_timeout, self.read_barrier.round())
+            .await
+            .map_err(|_| StoreError::Timeout)??;
+        self.wait_applied(index).await
+    }
+
+    async fn wait_applied(&self, index: u64) -> Result<()> {
+        if self.sm.meta.read().applied.map_or(0, |l| l.index) >= index {
+            return Ok(());
+        }
+        self.raft
+            .wait(Some(self.config.request_timeout))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|_| StoreError::Timeout)?;
+        Ok(())
+    }
+
+    /// One ReadIndex round: confirms leadership with a quorum and returns the index to
+    /// read at (asking the leader if this member is not it).
+    async fn read_index_round(&self) -> Result<u64> {
+        if self.is_leader() {
+            match self.raft.get_read_log_id().await {
+                Ok((read, _applied)) => return Ok(read.map_or(0, |l| l.index)),
+                Err(RaftError::APIError(_)) => {}
+                Err(RaftError::Fatal(e)) => {
+                    return Err(StoreError::Unavailable(format!("raft stopped: {e}")))
+                }
+            }
+        }
+        match self.forward(None, &Forward::ReadIndex).await? {
+            ForwardReply::ReadIndex(i) => Ok(i),
+            other => Err(StoreError::Internal(format!(
+                "unexpected forward reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Keep-alive of a lease at the leader; returns the TTL.
+    ///
+    /// # Errors
+    /// `LeaseNotFound` if it does not exist or expired.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64> {
+        if self.is_leader() {
+            return self
+                .sm
+                .lessor
+                .keep_alive(id)
+                .ok_or(StoreError::LeaseNotFound);
+        }
+        match self.forward(None, &Forward::LeaseKeepAlive(id)).await? {
+            ForwardReply::KeepAlive(t) => t.ok_or(StoreError::LeaseNotFound),
+            other => Err(StoreError::Internal(format!(
+                "unexpected forward reply {other:?}"
+            ))),
+        }
+    }
+
+    /// (remaining, granted) TTL of a lease, from the leader.
+    ///
+    /// # Errors
+    /// `LeaseNotFound`.
+    pub async fn lease_time_to_live(&self, id: i64) -> Result<(i64, i64)> {
+        if self.is_leader() {
+            return self
+                .sm
+                .lessor
+                .time_to_live(id)
+                .ok_or(StoreError::LeaseNotFound);
+        }
+        match self.forward(None, &Forward::LeaseTimeToLive(id)).await? {
+            ForwardReply::TimeToLive(t) => t.ok_or(StoreError::LeaseNotFound),
+            other => Err(StoreError::Internal(format!(
+                "unexpected forward reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Keys attached to a lease (local state).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>> {
+        lease_keys(&self.sm.db, id)
+    }
+
+    /// Every member, from this member's applied membership.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let meta = self.sm.meta.read();
+        let m = meta.membership.membership();
+        let voters: BTreeSet<NodeId> = m.voter_ids().collect();
+        m.nodes()
+            .map(|(id, node)| {
+                let attrs = meta.members.get(id).cloned().unwrap_or_default();
+                MemberInfo {
+                    id: *id,
+                    name: attrs.name,
+                    peer_urls: node.peer_urls.clone(),
+                    client_urls: attrs.client_urls,
+                    is_learner: !voters.contains(id) && !attrs.promote_pending,
+                }
+            })
+            .collect()
+    }
+
+    /// Runs a membership operation on the leader.
+    ///
+    /// # Errors
+    /// etcd's membership errors.
+    pub async fn membership(&self, op: Forward) -> Result<ForwardReply> {
+        if self.is_leader() {
+            self.handle_membership(op).await
+        } else {
+            self.forward(None, &op).await
+        }
+    }
+
+    async fn handle_membership(&self, op: Forward) -> Result<ForwardReply> {
+        let mut added = None;
+        match op {
+            Forward::MemberAdd { peer_urls, learner } => {
+                for u in &peer_urls {
+                    crate::config::validate_url(u).map_err(|_| StoreError::MemberBadUrls)?;
+                }
+                if peer_urls.is_empty() {
+                    return Err(StoreError::MemberBadUrls);
+                }
+                let members = self.members();
+                if members
+                    .iter()
+                    .any(|m| m.peer_urls.iter().any(|u| peer_urls.contains(u)))
+                {
+                    return Err(StoreError::PeerUrlExists);
+                }
+                if learner && members.iter().any(|m| m.is_learner) {
+                    return Err(StoreError::TooManyLearners);
+                }
+                let salt = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                let id = member_id(&peer_urls, &self.config.initial_cluster_token, salt);
+                if !learner {
+                    // Recorded first so that whoever leads later finishes the promotion.
+                    self.propose(Request::PromoteWhenReady { id, pending: true })
+                        .await?;
+                }
+                self.raft
+                    .add_learner(
+                        id,
+                        MemberNode {
+                            peer_urls: peer_urls.clone(),
+                        },
+                        false,
+                    )
+                    .await
+                    .map_err(membership_err)?;
+                added = Some(MemberInfo {
+                    id,
+                    name: String::new(),
+                    peer_urls,
+                    client_urls: vec![],
+                    is_learner: learner,
+                });
+            }
+            Forward::MemberRemove(id) => {
+                let meta = self.sm.meta.read().membership.clone();
+                let m = meta.membership();
+                if m.get_node(&id).is_none() {
+                    return Err(StoreError::MemberNotFound);
+                }
+                let is_voter = m.voter_ids().any(|v| v == id);
+                drop(meta);
+                if is_voter {
+                    let voters: BTreeSet<NodeId> =
+                        self.sm.meta.read().membership.voter_ids().collect();
+                    if voters.len() == 1 {
+                        return Err(StoreError::NotEnoughStarted);
+                    }
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                        .await
+                        .map_err(membership_err)?;
+                } else {
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                        .await
+                        .map_err(membership_err)?;
+                }
+                let _ = self
+                    .propose(Request::PromoteWhenReady { id, pending: false })
+                    .await;
+            }
+            Forward::MemberUpdate(id, peer_urls) => {
+                if peer_urls.is_empty()
+                    || peer_urls
+                        .iter()
+                        .any(|u| crate::config::validate_url(u).is_err())
+                {
+                    return Err(StoreError::MemberBadUrls);
+                }
+                if !self.members().iter().any(|m| m.id == id) {
+                    return Err(StoreError::MemberNotFound);
+                }
+                self.raft
+                    .change_membership(
+                        ChangeMembers::SetNodes(BTreeMap::from([(id, MemberNode { peer_urls })])),
+                        false,
+                    )
+                    .await
+                    .map_err(membership_err)?;
+            }
+            Forward::MemberPromote(id) => {
+                let members = self.members();
+                let m = members
+                    .iter()
+                    .find(|m| m.id == id)
+                    .ok_or(StoreError::MemberNotFound)?;
+                let raft_learner = !self.sm.meta.read().membership.voter_ids().any(|v| v == id);
+                if !raft_learner {
+                    return Err(StoreError::MemberNotLearner);
+                }
+                let _ = m;
+                if !self.learner_ready(id) {
+                    return Err(StoreError::LearnerNotReady);
+                }
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(membership_err)?;
+                let _ = self
+                    .propose(Request::PromoteWhenReady { id, pending: false })
+                    .await;
+            }
+            _ => return Err(StoreError::Internal("not a membership operation".into())),
+        }
+        Ok(ForwardReply::Members {
+            cluster_id: self.cluster_id,
+            added,
+            members: self.members(),
+        })
+    }
+
+    /// Whether a learner has caught up with the leader (etcd: match ≥ 90% of the
+    /// leader's commit index).
+    fn learner_ready(&self, id: NodeId) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let leader_last = m.last_log_index.unwrap_or(0);
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&id).cloned().flatten())
+            .map_or(0, |l| l.index);
+        matched as f64 >= leader_last as f64 * 0.9 && matched > 0
+    }
+
+    /// Serves a request another member forwarded.
+    pub async fn handle_forward(&self, req: Forward) -> Result<ForwardReply> {
+        match req {
+            Forward::Propose(r) => {
+                if !self.is_leader() {
+                    return Err(StoreError::LeaderChanged);
+                }
+                match self.raft.client_write(r).await {
+                    Ok(resp) => Ok(ForwardReply::Applied(resp.data)),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                        Err(StoreError::LeaderChanged)
+                    }
+                    Err(e) => Err(StoreError::Unavailable(e.to_string())),
+                }
+            }
+            Forward::ReadIndex => {
+                if !self.is_leader() {
+                    return Err(StoreError::LeaderChanged);
+                }
+                Ok(ForwardReply::ReadIndex(self.read_barrier.round().await?))
+            }
+            Forward::LeaseKeepAlive(id) => {
+                if !self.is_leader() {
+                    return Err(StoreError::LeaderChanged);
+                }
+                Ok(ForwardReply::KeepAlive(self.sm.lessor.keep_alive(id)))
+            }
+            Forward::LeaseTimeToLive(id) => {
+                if !self.is_leader() {
+                    return Err(StoreError::LeaderChanged);
+                }
+                Ok(ForwardReply::TimeToLive(self.sm.lessor.time_to_live(id)))
+            }
+            Forward::Members => Ok(ForwardReply::Members {
+                cluster_id: self.cluster_id,
+                added: None,
+                members: self.members(),
+            }),
+            Forward::Campaign => {
+                self.raft
+                    .trigger()
+                    .elect()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                Ok(ForwardReply::Done)
+            }
+            op => {
+                if !self.is_leader() {
+                    return Err(StoreError::LeaderChanged);
+                }
+                self.handle_membership(op).await
+            }
+        }
+    }
+
+    /// Hands leadership to `target` (etcd MoveLeader): the target campaigns while this
+    /// leader stops sending heartbeats, so the followers' leader leases lapse.
+    ///
+    /// # Errors
+    /// `BadLeaderTransferee` for an unknown or non-voting target; `Timeout` if the
+    /// target did not become leader.
+    pub async fn move_leader(&self, target: NodeId) -> Result<()> {
+        if !self.is_leader() {
+            return Err(StoreError::Unavailable("etcdserver: not leader".into()));
+        }
+        if target == self.id {
+            return Ok(());
+        }
+        if !self
+            .sm
+            .meta
+            .read()
+            .membership
+            .voter_ids()
+            .any(|v| v == target)
+        {
+            return Err(StoreError::BadLeaderTransferee);
+        }
+        self.raft.runtime_config().heartbeat(false);
+        self.raft.runtime_config().elect(false);
+        let deadline = Instant::now() + self.config.election_timeout * 5;
+        let mut result = Err(StoreError::Timeout);
+        while Instant::now() < deadline {
+            let _ = self.forward(Some(target), &Forward::Campaign).await;
+            tokio::time::sleep(self.config.election_timeout / 2).await;
+            if self.leader() == Some(target) {
+                result = Ok(());
+                break;
+            }
+        }
+        self.raft.runtime_config().heartbeat(true);
+        self.raft.runtime_config().elect(true);
+        result
+    }
+
+    /// Seconds since this member started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Starts the member's background loops (leadership tracking, lease expiry,
+    /// learner promotion, attribute publishing, metrics). They stop with `shutdown`.
+    pub fn spawn_background(self: &Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
+        tokio::spawn(read_barrier_loop(self.clone(), shutdown.clone()));
+        tokio::spawn(leadership_loop(self.clone(), shutdown.clone()));
+        tokio::spawn(housekeeping_loop(self.clone(), shutdown));
+    }
+}
+
+fn membership_err<E: std::fmt::Display>(e: E) -> StoreError {
+    let s = e.to_string();
+    if s.contains("ForwardToLeader") || s.contains("forward") {
+        StoreError::LeaderChanged
+    } else {
+        StoreError::Unavailable(format!("etcdserver: membership change failed: {s}"))
+    }
+}
+
+/// (name, its peer URLs) in `--initial-cluster` order.
+fn group_cluster(c: &[(String, String)]) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for (n, u) in c {
+        match out.iter_mut().find(|(x, _)| x == n) {
+            Some((_, urls)) => urls.push(u.clone()),
+            None => out.push((n.clone(), vec![u.clone()])),
+        }
+    }
+    out
+}
+
+fn new_cluster_ids(config: &StoreConfig) -> (NodeId, u64) {
+    let token = &config.initial_cluster_token;
+    let mut ids: Vec<u64> = group_cluster(&config.initial_cluster)
+        .iter()
+        .map(|(_, urls)| member_id(urls, token, 0))
+        .collect();
+    ids.sort_unstable();
+    let my_urls: Vec<String> = config
+        .initial_cluster
+        .iter()
+        .filter(|(n, _)| *n == config.name)
+        .map(|(_, u)| u.clone())
+        .collect();
+    let id = member_id(&my_urls, token, 0);
+    let id_bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_be_bytes()).collect();
+    (id, fnv64(&[&id_bytes, token.as_bytes()]))
+}
+
+async fn join_existing(config: &StoreConfig, peers: &PeerChannels) -> Result<(NodeId, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for (name, url) in &config.initial_cluster {
+            if *name == config.name {
+                continue;
+            }
+            let Ok(mut client) = peers.client(url) else {
+                continue;
+            };
+            let Ok(data) = encode(&Forward::Members) else {
+                continue;
+            };
+            let mut req = tonic::Request::new(Payload { data });
+            req.set_timeout(Duration::from_secs(2));
+            let Ok(resp) = client.forward(req).await else {
+                continue;
+            };
+            if let Ok(Ok(ForwardReply::Members {
+                cluster_id,
+                members,
+                ..
+            })) = decode::<Result<ForwardReply>>(&resp.into_inner().data)
+            {
+                if let Some(m) = members.iter().find(|m| {
+                    m.peer_urls
+                        .iter()
+                        .any(|u| config.initial_advertise_peer_urls.contains(u))
+                }) {
+                    return Ok((m.id, cluster_id));
+                }
+                return Err(StoreError::InvalidArgument(format!(
+                    "the cluster at {url} has no member with peer URLs {:?}: add it first (etcdctl member add)",
+                    config.initial_advertise_peer_urls
+                )));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(StoreError::Unavailable(
+                "could not reach any member of --initial-cluster to join the existing cluster"
+                    .into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+impl ReadBarrier {
+    fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            tx,
+            rx: parking_lot::Mutex::new(Some(rx)),
+        }
+    }
+
+    async fn round(&self) -> Result<u64> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(tx).map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+}
+
+/// Serves ReadIndex rounds: takes every queued read, runs one round for all of them.
+async fn read_barrier_loop(member: Arc<Member>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let Some(mut rx) = member.read_barrier.rx.lock().take() else {
+        return;
+    };
+    loop {
+        let first = tokio::select! {
+            w = rx.recv() => match w { Some(w) => w, None => return },
+            _ = shutdown.changed() => return,
+        };
+        let mut waiters = vec![first];
+        while let Ok(w) = rx.try_recv() {
+            waiters.push(w);
+        }
+        let r = member.read_index_round().await;
+        member.metrics.read_index_rounds.inc();
+        member.metrics.read_index_reads.inc_by(waiters.len() as u64);
+        for w in waiters {
+            let _ = w.send(r.clone());
+        }
+    }
+}
+
+/// Tracks leadership: lease deadlines restart on becoming leader; counts leader
+/// changes; notices this member's removal.
+async fn leadership_loop(member: Arc<Member>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut rx = member.raft.metrics();
+    let mut was_leader = false;
+    let mut last_leader = None;
+    let mut was_member = false;
+    loop {
+        {
+            let m = rx.borrow_and_update().clone();
+            let leader = m.state == ServerState::Leader;
+            if leader && !was_leader {
+                tracing::info!(term = m.current_term, "became leader");
+                member.sm.lessor.promote();
+            } else if !leader && was_leader {
+                tracing::info!(term = m.current_term, "stepped down");
+                member.sm.lessor.demote();
+            }
+            was_leader = leader;
+            if m.current_leader != last_leader {
+                if m.current_leader.is_some() {
+                    member.metrics.leader_changes.inc();
+                }
+                last_leader = m.current_leader;
+            }
+            member
+                .metrics
+                .has_leader
+                .set(i64::from(m.current_leader.is_some()));
+            member.metrics.is_leader.set(i64::from(leader));
+            member.metrics.term.set(m.current_term as i64);
+            member
+                .metrics
+                .applied_index
+                .set(m.last_applied.map_or(0, |l| l.index) as i64);
+            member
+                .metrics
+                .commit_index
+                .set(m.last_log_index.unwrap_or(0) as i64);
+            let in_membership = m
+                .membership_config
+                .membership()
+                .get_node(&member.id)
+                .is_some();
+            if in_membership {
+                was_member = true;
+            } else if was_member && m.membership_config.log_id().is_some() {
+                tracing::warn!("this member was removed from the cluster");
+                let _ = member.removed.send(true);
+            }
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Periodic work: lease expiry and learner promotion (leader), publishing this
+/// member's name and client URLs, the quota alarm, gauges.
+async fn housekeeping_loop(member: Arc<Member>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut published = false;
+    let mut promoting: BTreeSet<NodeId> = BTreeSet::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let s = &member.sm;
+        let db_size = storage::db_size(&s.db);
+        member.metrics.db_size.set(db_size as i64);
+        member.metrics.revision.set(s.kv.current_revision());
+        member.metrics.compact_revision.set(s.kv.compact_revision());
+        member.metrics.watchers.set(s.hub.len() as i64);
+        member.metrics.slow_watchers.set(s.hub.unsynced() as i64);
+        member.metrics.leases.set(s.lessor.len() as i64);
+
+        if member.leader().is_none() {
+            continue;
+        }
+        if !published {
+            let attrs = s
+                .meta
+                .read()
+                .members
+                .get(&member.id)
+                .cloned()
+                .unwrap_or_default();
+            if attrs.name == member.config.name
+                && attrs.client_urls == member.config.advertise_client_urls
+            {
+                published = true;
+            } else {
+                let m = member.clone();
+                tokio::spawn(async move {
+                    let req = Request::MemberAttrs {
+                        id: m.id,
+                        name: m.config.name.clone(),
+                        client_urls: m.config.advertise_client_urls.clone(),
+                    };
+                    if let Err(e) = m.propose(req).await {
+                        tracing::debug!(error = %e, "publishing member attributes; will retry");
+                    }
+                });
+            }
+        }
+        if db_size > member.config.quota_backend_bytes
+            && !s.meta.read().alarms.contains(&(
+                member.id,
+                skiff_proto::etcdserverpb::AlarmType::Nospace as i32,
+            ))
+        {
+            tracing::warn!(
+                db_size,
+                quota = member.config.quota_backend_bytes,
+                "database space exceeded: raising NOSPACE"
+            );
+            let m = member.clone();
+            tokio::spawn(async move {
+                let req = Request::Alarm {
+                    activate: true,
+                    member_id: m.id,
+                    alarm: skiff_proto::etcdserverpb::AlarmType::Nospace as i32,
+                };
+                let _ = m.propose(req).await;
+            });
+        }
+        if !member.is_leader() {
+            promoting.clear();
+            continue;
+        }
+        for id in s.lessor.take_expired() {
+            let m = member.clone();
+            tokio::spawn(async move {
+                match m.propose(Request::LeaseRevoke { id }).await {
+                    Ok(_) | Err(StoreError::LeaseNotFound) => {}
+                    Err(e) => {
+                        tracing::debug!(lease = id, error = %e, "revoking expired lease; will retry");
+                        m.sm.lessor.retry_expired(id);
+                    }
+                }
+            });
+        }
+        let pending: Vec<NodeId> = {
+            let meta = s.meta.read();
+            let voters: BTreeSet<NodeId> = meta.membership.voter_ids().collect();
+            meta.members
+                .iter()
+                .filter(|(id, a)| {
+                    a.promote_pending
+                        && !voters.contains(id)
+                        && meta.membership.membership().get_node(id).is_some()
+                })
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in pending {
+            if promoting.contains(&id) || !member.learner_ready(id) {
+                continue;
+            }
+            promoting.insert(id);
+            let m = member.clone();
+            tokio::spawn(async move {
+                tracing::info!(
+                    member = format!("{id:x}"),
+                    "promoting caught-up member to voter"
+                );
+                let r = m
+                    .raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                    .await;
+                match r {
+                    Ok(_) => {
+                        let _ = m
+                            .propose(Request::PromoteWhenReady { id, pending: false })
+                            .await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "promotion failed; will retry"),
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! MVCC: every version of every key, addressed by revision.
+//!
+//! # Layout
+//! - [`revision`]: `Revision { main, sub }` and its byte encodings.
+//! - [`key`]: the order-preserving key encoding and etcd key ranges.
+//! - [`record`]: the stored form of one key version.
+//! - [`kvstore`]: reads at a revision, the change log, hashing, compaction.
+//! - [`txn`]: applying one modifying request (Put, DeleteRange, Txn, lease revoke).
+//! - [`validate`]: request checks done before a request is proposed.
+
+pub mod key;
+pub mod kvstore;
+pub mod record;
+pub mod revision;
+pub mod txn;
+pub mod validate;
+
+pub use kvstore::{Change, KvStore};
+pub use revision::Revision;
+pub use txn::WriteTxn;

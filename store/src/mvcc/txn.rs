@@ -1,0 +1,359 @@
+//! The write side of the MVCC store: one [`WriteTxn`] per modifying request.
+//!
+//! A request (Put, DeleteRange, Txn, lease revocation) gets revision `main = current + 1`;
+//! each change inside it takes the next `sub`. All its changes go into one RocksDB
+//! `WriteBatch`, which the state machine writes together with the applied log id, so a
+//! request is applied entirely or not at all. Reads inside a Txn see the Txn's own
+//! earlier writes through an overlay of the keys written so far.
+//!
+//! A request that changes nothing (a Txn of reads, a delete that matched no key) does
+//! not consume a revision, as in etcd.
+
+use std::collections::BTreeMap;
+
+use rocksdb::WriteBatch;
+use skiff_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use skiff_proto::etcdserverpb::request_op::Request as OpRequest;
+use skiff_proto::etcdserverpb::response_op::Response as OpResponse;
+use skiff_proto::etcdserverpb::{
+    Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, ResponseOp, TxnRequest, TxnResponse,
+};
+use skiff_proto::mvccpb::KeyValue;
+
+use crate::error::{Result, StoreError};
+use crate::mvcc::key::{self, KeyRange};
+use crate::mvcc::kvstore::{finish_range, make_event, needs_full_fetch, Change, KvStore};
+use crate::mvcc::record::KvRecord;
+use crate::mvcc::Revision;
+use crate::storage::schema::{self, CF_KV, CF_LEASE_KEY, CF_REV};
+
+/// One modifying request being applied.
+pub struct WriteTxn<'a> {
+    kv: &'a KvStore,
+    batch: &'a mut WriteBatch,
+    /// The revision before this request; reads outside the overlay are pinned to it.
+    base: i64,
+    sub: i64,
+    /// Latest state of each key written by this request (tombstones included).
+    overlay: BTreeMap<Vec<u8>, (Revision, KvRecord)>,
+    /// Changes made, in order.
+    changes: Vec<Change>,
+    lease_exists: &'a dyn Fn(i64) -> bool,
+}
+
+impl<'a> WriteTxn<'a> {
+    /// Starts a request on top of the store's current revision; `lease_exists` tells
+    /// whether a lease id is granted.
+    pub fn new(
+        kv: &'a KvStore,
+        batch: &'a mut WriteBatch,
+        lease_exists: &'a dyn Fn(i64) -> bool,
+    ) -> Self {
+        let base = kv.current_revision();
+        Self {
+            kv,
+            batch,
+            base,
+            sub: 0,
+            overlay: BTreeMap::new(),
+            changes: Vec::new(),
+            lease_exists,
+        }
+    }
+
+    /// The revision this request's changes get.
+    pub fn main(&self) -> i64 {
+        self.base + 1
+    }
+
+    /// The revision a client sees after this request: `main` if anything changed,
+    /// otherwise the unchanged current revision.
+    pub fn result_revision(&self) -> i64 {
+        if self.changes.is_empty() {
+            self.base
+        } else {
+            self.base + 1
+        }
+    }
+
+    /// Ends the request: records the new revision in the batch (if anything changed)
+    /// and returns the changes for watchers.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn finish(self) -> Result<(i64, Vec<Change>)> {
+        let rev = self.result_revision();
+        if !self.changes.is_empty() {
+            let cf = self.kv.cf(schema::CF_SM_META)?;
+            self.batch
+                .put_cf(cf, schema::sm_meta::REVISION, rev.to_be_bytes());
+        }
+        Ok((rev, self.changes))
+    }
+
+    fn latest(&self, key: &[u8]) -> Result<Option<(Revision, KvRecord)>> {
+        match self.overlay.get(key) {
+            Some(v) => Ok(Some(v.clone())),
+            None => self.kv.get_version(key, self.base),
+        }
+    }
+
+    fn live(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        Ok(self
+            .latest(key)?
+            .filter(|(_, r)| !r.tombstone)
+            .map(|(rev, r)| r.to_kv(key.to_vec(), rev)))
+    }
+
+    /// Live keys in `range` as of now (store at base, overlaid by this request's writes).
+    fn live_in(&self, range: &KeyRange) -> Result<Vec<KeyValue>> {
+        let mut found: BTreeMap<Vec<u8>, KeyValue> = BTreeMap::new();
+        self.kv.scan(range, self.base, |k, rev, rec| {
+            found.insert(k.clone(), rec.to_kv(k, rev));
+            true
+        })?;
+        for (k, (rev, rec)) in &self.overlay {
+            if range.contains(k) {
+                if rec.tombstone {
+                    found.remove(k);
+                } else {
+                    found.insert(k.clone(), rec.to_kv(k.clone(), *rev));
+                }
+            }
+        }
+        Ok(found.into_values().collect())
+    }
+
+    fn write(&mut self, key: &[u8], rec: KvRecord, prev: Option<KeyValue>) -> Result<()> {
+        let rev = Revision::new(self.main(), self.sub);
+        self.sub += 1;
+        let kv_cf = self.kv.cf(CF_KV)?;
+        let rev_cf = self.kv.cf(CF_REV)?;
+        let lk_cf = self.kv.cf(CF_LEASE_KEY)?;
+        let mut k = key::encode(key);
+        k.extend_from_slice(&rev.to_desc_bytes());
+        self.batch.put_cf(kv_cf, k, rec.encode());
+        self.batch.put_cf(rev_cf, rev.to_bytes(), key);
+        let old_lease = prev.as_ref().map_or(0, |p| p.lease);
+        if old_lease != 0 && old_lease != rec.lease {
+            self.batch
+                .delete_cf(lk_cf, schema::lease_key_entry(old_lease, key));
+        }
+        if rec.lease != 0 && !rec.tombstone {
+            self.batch
+                .put_cf(lk_cf, schema::lease_key_entry(rec.lease, key), []);
+        }
+        self.changes.push(Change {
+            rev,
+            event: make_event(key.to_vec(), rev, &rec, prev),
+        });
+        self.overlay.insert(key.to_vec(), (rev, rec));
+        Ok(())
+    }
+
+    /// Applies a Put.
+    ///
+    /// # Errors
+    /// [`StoreError::KeyNotFound`] for `ignore_value`/`ignore_lease` on a missing key,
+    /// [`StoreError::LeaseNotFound`] for an unknown lease.
+    pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse> {
+        let prev = self.live(&req.key)?;
+        if (req.ignore_value || req.ignore_lease) && prev.is_none() {
+            return Err(StoreError::KeyNotFound);
+        }
+        let value = match (&prev, req.ignore_value) {
+            (Some(p), true) => p.value.clone(),
+            _ => req.value.clone(),
+        };
+        let lease = match (&prev, req.ignore_lease) {
+            (Some(p), true) => p.lease,
+            _ => req.lease,
+        };
+        if lease != 0 && !(self.lease_exists)(lease) {
+            return Err(StoreError::LeaseNotFound);
+        }
+        let (create_revision, version) = match &prev {
+            Some(p) => (p.create_revision, p.version + 1),
+            None => (self.main(), 1),
+        };
+        let rec = KvRecord {
+            tombstone: false,
+            create_revision,
+            version,
+            lease,
+            value,
+        };
+        self.write(&req.key, rec, prev.clone())?;
+        Ok(PutResponse {
+            header: None,
+            prev_kv: if req.prev_kv { prev } else { None },
+        })
+    }
+
+    /// Deletes one key if it is live; returns its previous value.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn delete_key(&mut self, key: &[u8]) -> Result<Option<KeyValue>> {
+        let Some(prev) = self.live(key)? else {
+            return Ok(None);
+        };
+        let rec = KvRecord {
+            tombstone: true,
+            create_revision: 0,
+            version: 0,
+            lease: 0,
+            value: Vec::new(),
+        };
+        self.write(key, rec, Some(prev.clone()))?;
+        Ok(Some(prev))
+    }
+
+    /// Applies a DeleteRange.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let range = KeyRange::from_request(&req.key, &req.range_end);
+        let victims = self.live_in(&range)?;
+        let mut prev_kvs = Vec::new();
+        for kv in &victims {
+            if let Some(p) = self.delete_key(&kv.key)? {
+                if req.prev_kv {
+                    prev_kvs.push(p);
+                }
+            }
+        }
+        Ok(DeleteRangeResponse {
+            header: None,
+            deleted: victims.len() as i64,
+            prev_kvs,
+        })
+    }
+
+    /// Serves a Range inside the request, seeing its earlier writes.
+    ///
+    /// # Errors
+    /// As [`KvStore::range`].
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        if req.revision > 0 || self.overlay.is_empty() {
+            return Ok(self.kv.range(req)?.0);
+        }
+        let range = KeyRange::from_request(&req.key, &req.range_end);
+        let mut kvs = self.live_in(&range)?;
+        let count = kvs.len() as i64;
+        if !needs_full_fetch(req) && req.limit > 0 {
+            kvs.truncate(req.limit as usize);
+        }
+        if req.keys_only {
+            for kv in &mut kvs {
+                kv.value.clear();
+            }
+        }
+        Ok(finish_range(req, kvs, count))
+    }
+
+    /// Applies a Txn: evaluates the comparisons against the current state, then runs the
+    /// chosen branch's operations in order.
+    ///
+    /// # Errors
+    /// The first failing operation's error; the caller discards the whole request.
+    pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse> {
+        let mut succeeded = true;
+        for c in &req.compare {
+            if !self.compare(c)? {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let resp = match &op.request {
+                Some(OpRequest::RequestRange(r)) => OpResponse::ResponseRange(self.range(r)?),
+                Some(OpRequest::RequestPut(r)) => OpResponse::ResponsePut(self.put(r)?),
+                Some(OpRequest::RequestDeleteRange(r)) => {
+                    OpResponse::ResponseDeleteRange(self.delete_range(r)?)
+                }
+                Some(OpRequest::RequestTxn(r)) => OpResponse::ResponseTxn(self.txn(r)?),
+                None => {
+                    return Err(StoreError::InvalidArgument(
+                        "etcdserver: empty request op in txn".into(),
+                    ))
+                }
+            };
+            responses.push(ResponseOp {
+                response: Some(resp),
+            });
+        }
+        Ok(TxnResponse {
+            header: None,
+            succeeded,
+            responses,
+        })
+    }
+
+    fn compare(&self, c: &Compare) -> Result<bool> {
+        let range = KeyRange::from_request(&c.key, &c.range_end);
+        let kvs = if range.single {
+            self.live(&c.key)?.into_iter().collect()
+        } else {
+            self.live_in(&range)?
+        };
+        let target = CompareTarget::try_from(c.target).map_err(|_| {
+            StoreError::InvalidArgument(format!("etcdserver: unknown compare target {}", c.target))
+        })?;
+        if kvs.is_empty() {
+            // etcd: a value comparison on a missing key always fails; other targets compare
+            // against zero values.
+            if target == CompareTarget::Value {
+                return Ok(false);
+            }
+            return compare_kv(c, target, &KeyValue::default());
+        }
+        for kv in &kvs {
+            if !compare_kv(c, target, kv)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> Result<bool> {
+    use std::cmp::Ordering;
+    let ord = match (target, &c.target_union) {
+        (CompareTarget::Version, Some(TargetUnion::Version(v))) => kv.version.cmp(v),
+        (CompareTarget::Create, Some(TargetUnion::CreateRevision(v))) => kv.create_revision.cmp(v),
+        (CompareTarget::Mod, Some(TargetUnion::ModRevision(v))) => kv.mod_revision.cmp(v),
+        (CompareTarget::Value, Some(TargetUnion::Value(v))) => {
+            kv.value.as_slice().cmp(v.as_slice())
+        }
+        (CompareTarget::Lease, Some(TargetUnion::Lease(v))) => kv.lease.cmp(v),
+        // A missing target_union compares against the zero value, as proto3 decoding does.
+        (CompareTarget::Version, None) => kv.version.cmp(&0),
+        (CompareTarget::Create, None) => kv.create_revision.cmp(&0),
+        (CompareTarget::Mod, None) => kv.mod_revision.cmp(&0),
+        (CompareTarget::Value, None) => kv.value.as_slice().cmp(&[][..]),
+        (CompareTarget::Lease, None) => kv.lease.cmp(&0),
+        _ => {
+            return Err(StoreError::InvalidArgument(
+                "etcdserver: compare target and value do not match".into(),
+            ))
+        }
+    };
+    let result = CompareResult::try_from(c.result).map_err(|_| {
+        StoreError::InvalidArgument(format!("etcdserver: unknown compare result {}", c.result))
+    })?;
+    Ok(match result {
+        CompareResult::Equal => ord == Ordering::Equal,
+        CompareResult::NotEqual => ord != Ordering::Equal,
+        CompareResult::Greater => ord == Ordering::Greater,
+        CompareResult::Less => ord == Ordering::Less,
+    })
+}

@@ -1,0 +1,232 @@
+//! Snapshot files: the state machine (every state-machine column family) frozen at one
+//! applied log id, as one file that raft streams to lagging members and that
+//! Maintenance.Snapshot hands to `etcdctl snapshot save`.
+//!
+//! ```text
+//! "SKIFFSNAP1"
+//! u32 BE length ‖ bincode(SnapshotHeader)          applied log id, membership, revision
+//! repeated: u8 cf ‖ u32 BE klen ‖ key ‖ u32 BE vlen ‖ value     cf = index in SM_CFS
+//! 0xFF                                               end of records
+//! u32 BE crc32 of every byte before it
+//! ```
+//! Files are written to a temporary name, fsynced and renamed, so a crash never leaves a
+//! half-written file under a final name; the checksum is verified before anything is
+//! loaded, so a damaged file never replaces a good state machine.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use rocksdb::{IteratorMode, WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StoreError};
+use crate::raft::types::{decode, encode, LogId, StoredMembership};
+use crate::storage::schema::{self, SM_CFS};
+
+const MAGIC: &[u8; 10] = b"SKIFFSNAP1";
+const END: u8 = 0xFF;
+
+/// What a snapshot file says about itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    /// The last log entry the state machine had applied.
+    pub last_log_id: Option<LogId>,
+    /// The membership as of that entry.
+    pub membership: StoredMembership,
+    /// MVCC revision at that point.
+    pub revision: i64,
+}
+
+struct HashWriter<W: Write> {
+    inner: W,
+    hasher: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn io(e: std::io::Error) -> StoreError {
+    StoreError::Storage(format!("snapshot file: {e}"))
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily> {
+    db.cf_handle(name)
+        .ok_or_else(|| StoreError::Corruption(format!("missing column family {name}")))
+}
+
+/// Writes the current state machine of `db` to `path`, consistent as of one instant.
+///
+/// # Errors
+/// Storage or file errors.
+pub fn write_snapshot(db: &DB, path: &Path) -> Result<SnapshotHeader> {
+    let snap = db.snapshot();
+    let meta_cf = cf(db, schema::CF_SM_META)?;
+    let last_log_id: Option<LogId> = snap
+        .get_cf(meta_cf, schema::sm_meta::APPLIED)?
+        .map(|b| decode(&b))
+        .transpose()?;
+    let membership: StoredMembership = snap
+        .get_cf(meta_cf, schema::sm_meta::MEMBERSHIP)?
+        .map(|b| decode(&b))
+        .transpose()?
+        .unwrap_or_default();
+    let revision = snap
+        .get_cf(meta_cf, schema::sm_meta::REVISION)?
+        .and_then(|b| b.as_slice().try_into().ok().map(i64::from_be_bytes))
+        .unwrap_or(0);
+    let header = SnapshotHeader {
+        last_log_id,
+        membership,
+        revision,
+    };
+
+    let tmp = path.with_extension("tmp");
+    let file = File::create(&tmp).map_err(io)?;
+    let mut w = HashWriter {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hasher: crc32fast::Hasher::new(),
+    };
+    w.write_all(MAGIC).map_err(io)?;
+    let hb = encode(&header)?;
+    w.write_all(&(hb.len() as u32).to_be_bytes()).map_err(io)?;
+    w.write_all(&hb).map_err(io)?;
+    for (i, name) in SM_CFS.iter().enumerate() {
+        for item in snap.iterator_cf(cf(db, name)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            w.write_all(&[i as u8]).map_err(io)?;
+            w.write_all(&(k.len() as u32).to_be_bytes()).map_err(io)?;
+            w.write_all(&k).map_err(io)?;
+            w.write_all(&(v.len() as u32).to_be_bytes()).map_err(io)?;
+            w.write_all(&v).map_err(io)?;
+        }
+    }
+    w.write_all(&[END]).map_err(io)?;
+    let crc = w.hasher.clone().finalize();
+    let mut inner = w.inner;
+    inner.write_all(&crc.to_be_bytes()).map_err(io)?;
+    let file = inner.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(header)
+}
+
+/// Checks the file's checksum and returns its header.
+///
+/// # Errors
+/// [`StoreError::Corruption`] if the file is not an intact snapshot.
+pub fn verify(path: &Path) -> Result<SnapshotHeader> {
+    let mut f = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
+    let len = f.get_ref().metadata().map_err(io)?.len();
+    if len < (MAGIC.len() + 4 + 1 + 4) as u64 {
+        return Err(StoreError::Corruption("snapshot file too short".into()));
+    }
+    let mut hasher = crc32fast::Hasher::new();
+    let mut remaining = len - 4;
+    let mut buf = vec![0u8; 1 << 20];
+    while remaining > 0 {
+        let n = remaining.min(buf.len() as u64) as usize;
+        f.read_exact(&mut buf[..n]).map_err(io)?;
+        hasher.update(&buf[..n]);
+        remaining -= n as u64;
+    }
+    let mut crc = [0u8; 4];
+    f.read_exact(&mut crc).map_err(io)?;
+    if hasher.finalize() != u32::from_be_bytes(crc) {
+        return Err(StoreError::Corruption("snapshot checksum mismatch".into()));
+    }
+    read_header(&mut BufReader::new(File::open(path).map_err(io)?))
+}
+
+fn read_header(r: &mut impl Read) -> Result<SnapshotHeader> {
+    let mut magic = [0u8; 10];
+    r.read_exact(&mut magic).map_err(io)?;
+    if &magic != MAGIC {
+        return Err(StoreError::Corruption("not a Skiff snapshot file".into()));
+    }
+    let mut l = [0u8; 4];
+    r.read_exact(&mut l).map_err(io)?;
+    let mut hb = vec![0u8; u32::from_be_bytes(l) as usize];
+    r.read_exact(&mut hb).map_err(io)?;
+    decode(&hb)
+}
+
+/// Replaces the state machine in `db` with the snapshot at `path` (verified first).
+/// The result is durable when this returns.
+///
+/// # Errors
+/// [`StoreError::Corruption`] for a damaged file (the database is then untouched);
+/// storage errors.
+pub fn load_snapshot(db: &DB, path: &Path) -> Result<SnapshotHeader> {
+    let header = verify(path)?;
+    for name in SM_CFS {
+        clear_cf(db, name)?;
+    }
+    let mut r = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
+    read_header(&mut r)?;
+    let handles: Vec<&rocksdb::ColumnFamily> =
+        SM_CFS.iter().map(|n| cf(db, n)).collect::<Result<_>>()?;
+    let mut batch = WriteBatch::default();
+    loop {
+        let mut tag = [0u8; 1];
+        r.read_exact(&mut tag).map_err(io)?;
+        if tag[0] == END {
+            break;
+        }
+        let h = *handles.get(tag[0] as usize).ok_or_else(|| {
+            StoreError::Corruption(format!("snapshot record for column family {}", tag[0]))
+        })?;
+        let k = read_chunk(&mut r)?;
+        let v = read_chunk(&mut r)?;
+        batch.put_cf(h, k, v);
+        if batch.size_in_bytes() > (4 << 20) {
+            db.write(std::mem::take(&mut batch))?;
+        }
+    }
+    db.write(batch)?;
+    db.flush_wal(true)?;
+    Ok(header)
+}
+
+fn read_chunk(r: &mut impl Read) -> Result<Vec<u8>> {
+    let mut l = [0u8; 4];
+    r.read_exact(&mut l).map_err(io)?;
+    let len = u32::from_be_bytes(l) as usize;
+    if len > (64 << 20) {
+        return Err(StoreError::Corruption("snapshot record too large".into()));
+    }
+    let mut b = vec![0u8; len];
+    r.read_exact(&mut b).map_err(io)?;
+    Ok(b)
+}
+
+/// Deletes every key of one column family.
+///
+/// # Errors
+/// Storage errors.
+pub fn clear_cf(db: &DB, name: &str) -> Result<()> {
+    let h = cf(db, name)?;
+    let mut batch = WriteBatch::default();
+    for item in db.iterator_cf(h, IteratorMode::Start) {
+        let (k, _) = item?;
+        batch.delete_cf(h, k);
+        if batch.len() >= 10_000 {
+            db.write(std::mem::take(&mut batch))?;
+        }
+    }
+    db.write(batch)?;
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! The on-disk schema: every column family and key encoding of a store member's
+//! RocksDB, in one place.
+//!
+//! One RocksDB instance per member holds both the raft log and the state machine, so a
+//! single WAL orders them: a synced log append also makes every earlier (unsynced)
+//! state-machine write durable, which is what lets the state machine skip fsync.
+//!
+//! ```text
+//! column family   key                                    value
+//! ─────────────   ─────────────────────────────────────  ─────────────────────────────────
+//! raft_log        index: u64 BE                          bincode(openraft Entry)
+//! raft_meta       "vote" | "purged" | "committed"        bincode(Vote | LogId | LogId)
+//! kv              memkey(user key) ‖ !main ‖ !sub         KvRecord (see mvcc::record)
+//! rev             main: u64 BE ‖ sub: u64 BE              user key (raw)
+//! lease           lease id: i64 BE                       LeaseRecord (bincode)
+//! lease_key       lease id: i64 BE ‖ user key (raw)      empty
+//! sm_meta         "applied" | "membership" | "rev" |      bincode(...)
+//!                 "compact" | "alarms" | "members"
+//! ```
+//!
+//! `memkey` is an order-preserving escape of the user key (0x00 → 0x00 0xFF, then the
+//! terminator 0x00 0x01), so `memkey(a) ‖ suffix < memkey(b) ‖ suffix'` exactly when
+//! `a < b`, whatever the suffixes — keys that are prefixes of one another never
+//! interleave. Revisions in `kv` are stored bit-inverted (`!main`, `!sub`, big-endian)
+//! so that a key's newest revision comes first: "value of K at revision R" is one seek to
+//! `memkey(K) ‖ !R ‖ !u64::MAX`. The `rev` family orders every change by revision; watch
+//! catch-up and compaction walk it.
+
+/// Raft log entries.
+pub const CF_RAFT_LOG: &str = "raft_log";
+/// Raft vote, last purged log id, committed log id.
+pub const CF_RAFT_META: &str = "raft_meta";
+/// MVCC key-value versions, keyed by user key then descending revision.
+pub const CF_KV: &str = "kv";
+/// MVCC change log: revision → user key.
+pub const CF_REV: &str = "rev";
+/// Leases granted and not revoked.
+pub const CF_LEASE: &str = "lease";
+/// Keys attached to each lease.
+pub const CF_LEASE_KEY: &str = "lease_key";
+/// State-machine metadata (applied log id, membership, revisions, alarms, members).
+pub const CF_SM_META: &str = "sm_meta";
+
+/// Every column family, in creation order.
+pub const ALL_CFS: &[&str] = &[
+    CF_RAFT_LOG,
+    CF_RAFT_META,
+    CF_KV,
+    CF_REV,
+    CF_LEASE,
+    CF_LEASE_KEY,
+    CF_SM_META,
+];
+
+/// The column families that make up the state machine (what a snapshot carries).
+pub const SM_CFS: &[&str] = &[CF_KV, CF_REV, CF_LEASE, CF_LEASE_KEY, CF_SM_META];
+
+/// `raft_meta` keys.
+pub mod raft_meta {
+    /// The persisted vote.
+    pub const VOTE: &[u8] = b"vote";
+    /// The last purged log id.
+    pub const PURGED: &[u8] = b"purged";
+    /// The last known committed log id.
+    pub const COMMITTED: &[u8] = b"committed";
+}
+
+/// `sm_meta` keys.
+pub mod sm_meta {
+    /// Log id of the last applied entry; written in the same batch as its effects.
+    pub const APPLIED: &[u8] = b"applied";
+    /// The last applied membership (openraft `StoredMembership`).
+    pub const MEMBERSHIP: &[u8] = b"membership";
+    /// The current MVCC revision (main), an i64.
+    pub const REVISION: &[u8] = b"rev";
+    /// The compacted revision, an i64 (0 = never compacted).
+    pub const COMPACT: &[u8] = b"compact";
+    /// Active alarms.
+    pub const ALARMS: &[u8] = b"alarms";
+    /// Member attributes (names, client URLs, promotion intents).
+    pub const MEMBERS: &[u8] = b"members";
+}
+
+/// Encodes a raft log index as a `raft_log` key.
+pub fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// Decodes a `raft_log` key.
+///
+/// # Panics
+/// On a key that is not 8 bytes: only keys written by [`log_key`] exist in that family,
+/// so anything else is corruption.
+pub fn parse_log_key(key: &[u8]) -> u64 {
+    u64::from_be_bytes(
+        key.try_into()
+            .unwrap_or_else(|_| panic!("corrupt raft_log key {key:?}")),
+    )
+}
+
+/// Encodes a lease id as a `lease` key.
+pub fn lease_key(id: i64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+/// Encodes a `lease_key` key: the lease id then the raw user key.
+pub fn lease_key_entry(id: i64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.len());
+    k.extend_from_slice(&id.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
