@@ -747,6 +747,29 @@ impl Member {
         result
     }
 
+    /// Asks the leader (or, with no leader, every peer) whether this member is still in
+    /// the cluster. A removed member stops receiving the log, so it cannot learn of its
+    /// own removal from raft.
+    async fn check_removed(&self) -> bool {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let targets: Vec<NodeId> = match self.leader() {
+            Some(l) if l != self.id => vec![l],
+            _ => membership.membership().nodes().map(|(id, _)| *id).filter(|id| *id != self.id).collect(),
+        };
+        let mut answered = 0;
+        for t in targets {
+            if let Ok(Ok(ForwardReply::Members { cluster_id, members, .. })) =
+                tokio::time::timeout(Duration::from_secs(1), self.forward(Some(t), &Forward::Members)).await
+            {
+                if cluster_id != self.cluster_id || members.iter().any(|m| m.id == self.id) {
+                    return false;
+                }
+                answered += 1;
+            }
+        }
+        answered > 0
+    }
+
     /// Seconds since this member started.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
@@ -951,10 +974,17 @@ async fn housekeeping_loop(member: Arc<Member>, mut shutdown: tokio::sync::watch
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut published = false;
     let mut promoting: BTreeSet<NodeId> = BTreeSet::new();
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
+        }
+        ticks += 1;
+        if ticks % 8 == 0 && !member.is_leader() && member.check_removed().await {
+            tracing::warn!("the cluster no longer lists this member: it was removed");
+            let _ = member.removed.send(true);
+            return;
         }
         let s = &member.sm;
         let db_size = storage::db_size(&s.db);

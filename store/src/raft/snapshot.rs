@@ -8,6 +8,7 @@
 //! repeated: u8 cf ‖ u32 BE klen ‖ key ‖ u32 BE vlen ‖ value     cf = index in SM_CFS
 //! 0xFF                                               end of records
 //! u32 BE crc32 of every byte before it
+//! [zero padding to 512 ‖ sha256]                     only in downloads (etcd format)
 //! ```
 //! Files are written to a temporary name, fsynced and renamed, so a crash never leaves a
 //! half-written file under a final name; the checksum is verified before anything is
@@ -124,42 +125,69 @@ pub fn write_snapshot(db: &DB, path: &Path) -> Result<SnapshotHeader> {
     Ok(header)
 }
 
-/// Checks the file's checksum and returns its header.
+struct HashReader<R: Read> {
+    inner: R,
+    hasher: crc32fast::Hasher,
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Reads a whole snapshot, handing each record (cf index, key, value) to `f`, and checks
+/// the checksum. Bytes after the checksum (the padding and sha256 trailer of the etcd
+/// download format) are ignored.
+fn scan(path: &Path, mut f: impl FnMut(u8, Vec<u8>, Vec<u8>) -> Result<()>) -> Result<SnapshotHeader> {
+    let file = File::open(path).map_err(io)?;
+    let mut r = HashReader { inner: BufReader::with_capacity(1 << 20, file), hasher: crc32fast::Hasher::new() };
+    let header = read_header(&mut r)?;
+    loop {
+        let mut tag = [0u8; 1];
+        r.read_exact(&mut tag).map_err(io)?;
+        if tag[0] == END {
+            break;
+        }
+        if tag[0] as usize >= SM_CFS.len() {
+            return Err(StoreError::Corruption(format!("snapshot record for column family {}", tag[0])));
+        }
+        let k = read_chunk(&mut r)?;
+        let v = read_chunk(&mut r)?;
+        f(tag[0], k, v)?;
+    }
+    let computed = r.hasher.clone().finalize();
+    let mut crc = [0u8; 4];
+    r.inner.read_exact(&mut crc).map_err(io)?;
+    if computed != u32::from_be_bytes(crc) {
+        return Err(StoreError::Corruption("snapshot checksum mismatch".into()));
+    }
+    Ok(header)
+}
+
+/// Checks the whole file (structure and checksum) and returns its header.
 ///
 /// # Errors
 /// [`StoreError::Corruption`] if the file is not an intact snapshot.
 pub fn verify(path: &Path) -> Result<SnapshotHeader> {
-    let mut f = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
-    let len = f.get_ref().metadata().map_err(io)?.len();
-    if len < (MAGIC.len() + 4 + 1 + 4) as u64 {
-        return Err(StoreError::Corruption("snapshot file too short".into()));
-    }
-    let mut hasher = crc32fast::Hasher::new();
-    let mut remaining = len - 4;
-    let mut buf = vec![0u8; 1 << 20];
-    while remaining > 0 {
-        let n = remaining.min(buf.len() as u64) as usize;
-        f.read_exact(&mut buf[..n]).map_err(io)?;
-        hasher.update(&buf[..n]);
-        remaining -= n as u64;
-    }
-    let mut crc = [0u8; 4];
-    f.read_exact(&mut crc).map_err(io)?;
-    if hasher.finalize() != u32::from_be_bytes(crc) {
-        return Err(StoreError::Corruption("snapshot checksum mismatch".into()));
-    }
-    read_header(&mut BufReader::new(File::open(path).map_err(io)?))
+    scan(path, |_, _, _| Ok(()))
 }
 
 fn read_header(r: &mut impl Read) -> Result<SnapshotHeader> {
     let mut magic = [0u8; 10];
-    r.read_exact(&mut magic).map_err(io)?;
+    r.read_exact(&mut magic).map_err(|_| StoreError::Corruption("not a Skiff snapshot file".into()))?;
     if &magic != MAGIC {
         return Err(StoreError::Corruption("not a Skiff snapshot file".into()));
     }
     let mut l = [0u8; 4];
     r.read_exact(&mut l).map_err(io)?;
-    let mut hb = vec![0u8; u32::from_be_bytes(l) as usize];
+    let len = u32::from_be_bytes(l) as usize;
+    if len > (64 << 20) {
+        return Err(StoreError::Corruption("snapshot header too large".into()));
+    }
+    let mut hb = vec![0u8; len];
     r.read_exact(&mut hb).map_err(io)?;
     decode(&hb)
 }
@@ -171,34 +199,44 @@ fn read_header(r: &mut impl Read) -> Result<SnapshotHeader> {
 /// [`StoreError::Corruption`] for a damaged file (the database is then untouched);
 /// storage errors.
 pub fn load_snapshot(db: &DB, path: &Path) -> Result<SnapshotHeader> {
-    let header = verify(path)?;
+    verify(path)?;
     for name in SM_CFS {
         clear_cf(db, name)?;
     }
-    let mut r = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
-    read_header(&mut r)?;
-    let handles: Vec<&rocksdb::ColumnFamily> =
-        SM_CFS.iter().map(|n| cf(db, n)).collect::<Result<_>>()?;
+    let handles: Vec<&rocksdb::ColumnFamily> = SM_CFS.iter().map(|n| cf(db, n)).collect::<Result<_>>()?;
     let mut batch = WriteBatch::default();
-    loop {
-        let mut tag = [0u8; 1];
-        r.read_exact(&mut tag).map_err(io)?;
-        if tag[0] == END {
-            break;
-        }
-        let h = *handles.get(tag[0] as usize).ok_or_else(|| {
-            StoreError::Corruption(format!("snapshot record for column family {}", tag[0]))
-        })?;
-        let k = read_chunk(&mut r)?;
-        let v = read_chunk(&mut r)?;
-        batch.put_cf(h, k, v);
+    let header = scan(path, |i, k, v| {
+        batch.put_cf(handles[i as usize], k, v);
         if batch.size_in_bytes() > (4 << 20) {
             db.write(std::mem::take(&mut batch))?;
         }
-    }
+        Ok(())
+    })?;
     db.write(batch)?;
     db.flush_wal(true)?;
     Ok(header)
+}
+
+/// Appends what `etcdctl snapshot save` checks: zero padding to a multiple of 512 bytes,
+/// then the SHA-256 of everything before it (etcd's snapshot download format).
+///
+/// # Errors
+/// File errors.
+pub fn append_download_trailer(path: &Path) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    let pad = (512 - len % 512) % 512;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).map_err(io)?;
+    f.write_all(&vec![0u8; pad as usize]).map_err(io)?;
+    drop(f);
+    let mut h = Sha256::new();
+    let mut r = BufReader::new(File::open(path).map_err(io)?);
+    std::io::copy(&mut r, &mut h).map_err(io)?;
+    let digest = h.finalize();
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).map_err(io)?;
+    f.write_all(&digest).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    Ok(())
 }
 
 fn read_chunk(r: &mut impl Read) -> Result<Vec<u8>> {

@@ -71,15 +71,8 @@ impl Maintenance for MaintenanceService {
                     })
                     .await?;
                 match r.result? {
-                    CmdResponse::Alarms(list) => {
-                        // etcd answers with the alarms the request touched.
-                        if action == AlarmAction::Activate {
-                            alarm_members([(req.member_id, req.alarm)])
-                        } else {
-                            let _ = list;
-                            alarm_members([(req.member_id, req.alarm)])
-                        }
-                    }
+                    // etcd answers with the alarm the request touched.
+                    CmdResponse::Alarms(_) => alarm_members([(req.member_id, req.alarm)]),
                     other => {
                         return Err(StoreError::Internal(format!(
                             "unexpected apply result {other:?}"
@@ -188,7 +181,10 @@ impl Maintenance for MaintenanceService {
             .join(format!("download-{}.snap", rand::random::<u64>()));
         let p = path.clone();
         let db = member.sm.db.clone();
-        tokio::task::spawn_blocking(move || crate::raft::snapshot::write_snapshot(&db, &p))
+        tokio::task::spawn_blocking(move || {
+            crate::raft::snapshot::write_snapshot(&db, &p)?;
+            crate::raft::snapshot::append_download_trailer(&p)
+        })
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))??;
         let mut file = tokio::fs::File::open(&path)
