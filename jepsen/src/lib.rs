@@ -1,0 +1,2 @@
+//! Skiff's Jepsen-style harness.
+pub mod history;
