@@ -373,8 +373,10 @@ impl History {
             if line.trim().is_empty() {
                 continue;
             }
-            let event = serde_json::from_str(&line)
-                .map_err(|source| HistoryError::Parse { line: i + 1, source })?;
+            let event = serde_json::from_str(&line).map_err(|source| HistoryError::Parse {
+                line: i + 1,
+                source,
+            })?;
             events.push(event);
         }
         Ok(Self { events })
@@ -612,7 +614,8 @@ mod tests {
             History::read_jsonl(unknown_f.as_bytes()),
             Err(HistoryError::Parse { line: 1, .. })
         ));
-        let bad_value = r#"{"index":0,"time":1,"process":0,"type":"invoke","f":"write","value":"x"}"#;
+        let bad_value =
+            r#"{"index":0,"time":1,"process":0,"type":"invoke","f":"write","value":"x"}"#;
         assert!(History::read_jsonl(bad_value.as_bytes()).is_err());
     }
 
@@ -628,30 +631,45 @@ mod tests {
         let mut h = History::new();
         h.push(1, 1, EventType::Invoke, None, Op::Read(None));
         h.push(2, 1, EventType::Invoke, None, Op::Read(None));
-        assert!(matches!(h.operations(), Err(HistoryError::ConcurrentInvoke { .. })));
+        assert!(matches!(
+            h.operations(),
+            Err(HistoryError::ConcurrentInvoke { .. })
+        ));
 
         let mut h = History::new();
         h.push(1, 1, EventType::Invoke, None, Op::Write(1));
         h.push(2, 1, EventType::Info, None, Op::Write(1));
         h.push(3, 1, EventType::Invoke, None, Op::Write(2));
         let err = h.operations().unwrap_err();
-        assert!(matches!(err, HistoryError::ProcessReused { info_index: 1, .. }));
+        assert!(matches!(
+            err,
+            HistoryError::ProcessReused { info_index: 1, .. }
+        ));
         assert!(err.to_string().contains("fresh process id"));
 
         let mut h = History::new();
         h.push(1, 1, EventType::Invoke, None, Op::Write(1));
         h.push(2, 1, EventType::Ok, None, Op::Write(2));
-        assert!(matches!(h.operations(), Err(HistoryError::MismatchedCompletion { .. })));
+        assert!(matches!(
+            h.operations(),
+            Err(HistoryError::MismatchedCompletion { .. })
+        ));
 
         let mut h = History::new();
         h.push(1, 1, EventType::Invoke, Some("a"), Op::Read(None));
         h.push(2, 1, EventType::Ok, Some("b"), Op::Read(None));
-        assert!(matches!(h.operations(), Err(HistoryError::MismatchedCompletion { .. })));
+        assert!(matches!(
+            h.operations(),
+            Err(HistoryError::MismatchedCompletion { .. })
+        ));
 
         let mut h = History::new();
         h.push(5, 1, EventType::Invoke, None, Op::Read(None));
         h.push(4, 2, EventType::Invoke, None, Op::Read(None));
-        assert!(matches!(h.operations(), Err(HistoryError::TimeWentBackwards { .. })));
+        assert!(matches!(
+            h.operations(),
+            Err(HistoryError::TimeWentBackwards { .. })
+        ));
 
         let mut events = sample().events().to_vec();
         events[1].index = 0;

@@ -1,0 +1,5 @@
+//! The checkers: each takes a history (or a workload's own record) and says
+//! whether a property held, as a typed report convertible to a
+//! [`crate::verdict::CheckResult`].
+
+pub mod linearizable;
