@@ -2,4 +2,6 @@
 //! whether a property held, as a typed report convertible to a
 //! [`crate::verdict::CheckResult`].
 
+pub mod counter;
 pub mod linearizable;
+pub mod set;
