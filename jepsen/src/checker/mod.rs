@@ -5,3 +5,4 @@
 pub mod counter;
 pub mod linearizable;
 pub mod set;
+pub mod watch;
