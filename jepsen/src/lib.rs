@@ -13,8 +13,38 @@
 //!   per-key partitioning) and the [`model::Register`] model.
 //! - [`checker::linearizable`]: the linearizability checker (Wing–Gong–Lowe
 //!   search with Porcupine/Knossos refinements, bounded in time and memory).
+//! - [`checker::set`]: lost / unexpected / stale / recovered set elements.
+//! - [`checker::counter`]: counters updated by optimistic read-modify-write.
+//! - [`checker::watch`]: watch streams: order, gaps, duplicates, agreement
+//!   between clients, and replay against the final read.
+//! - [`checker::lock`]: lease locks with fencing: duplicate, non-monotonic
+//!   and stale fences.
 //! - [`verdict`]: [`verdict::Verdict`], [`verdict::CheckResult`] and the
 //!   combined [`verdict::Summary`] written to a run's folder.
+//! - `simulation` (tests only): a simulated register service that generates
+//!   linearizable histories, with injectable faults.
+//!
+//! # Example
+//!
+//! ```
+//! use skiff_jepsen::checker::linearizable::{check_history, Budget};
+//! use skiff_jepsen::history::{EventType, History, Op};
+//! use skiff_jepsen::model::Register;
+//! use skiff_jepsen::verdict::{Summary, Verdict};
+//!
+//! let mut h = History::new();
+//! h.push(0, 1, EventType::Invoke, Some("k"), Op::Write(1));
+//! h.push(5, 1, EventType::Ok, Some("k"), Op::Write(1));
+//! h.push(6, 2, EventType::Invoke, Some("k"), Op::Read(None));
+//! h.push(9, 2, EventType::Ok, Some("k"), Op::Read(Some(2)));
+//! let report = check_history(&Register, &h, &Budget::default())?;
+//! assert_eq!(report.verdict, Verdict::Invalid);
+//! let summary = Summary::new(vec![report.to_check_result()]);
+//! assert_eq!(summary.verdict, Verdict::Invalid);
+//! # Ok::<(), skiff_jepsen::history::HistoryError>(())
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod checker;
 pub mod history;
