@@ -347,7 +347,7 @@ impl History {
         key: Option<&str>,
         op: Op,
     ) -> u64 {
-        let index = self.events.last().map_or(0, |e| e.index + 1);
+        let index = self.events.last().map_or(0, |e| e.index.saturating_add(1));
         self.events.push(Event {
             index,
             time,

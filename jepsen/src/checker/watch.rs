@@ -128,7 +128,7 @@ impl WatchClient {
         last.into_iter()
             .chain(self.progress_revision)
             .max()
-            .unwrap_or(self.start_revision - 1)
+            .unwrap_or(self.start_revision.saturating_sub(1))
     }
 }
 
@@ -508,7 +508,12 @@ pub fn check(log: &WatchLog) -> WatchReport {
             got.entry(e.revision).or_default().insert(&e.key);
         }
         let mut missed = 0;
-        for (&revision, events) in union.range(c.start_revision..=end.max(c.start_revision - 1)) {
+        let window = if end >= c.start_revision {
+            union.range(c.start_revision..=end)
+        } else {
+            union.range(0..0)
+        };
+        for (&revision, events) in window {
             let have = got.get(&revision);
             let missing: Vec<(&str, &str)> = events
                 .iter()
@@ -560,7 +565,7 @@ pub fn check(log: &WatchLog) -> WatchReport {
             windows.sort_unstable();
             let mut covered = initial.revision;
             for (start, end) in windows {
-                if start <= covered + 1 {
+                if start <= covered.saturating_add(1) {
                     covered = covered.max(end);
                 }
             }
@@ -568,7 +573,7 @@ pub fn check(log: &WatchLog) -> WatchReport {
                 notes.push(format!(
                     "the watchers covered revisions {}..={covered} only, not up to the final read at \
                      revision {}: the final state was not compared",
-                    initial.revision + 1,
+                    initial.revision.saturating_add(1),
                     fin.revision
                 ));
             } else {
@@ -626,7 +631,13 @@ fn replay(
         .filter(|kv| in_prefix(&kv.key))
         .map(|kv| (kv.key.as_str(), kv.clone()))
         .collect();
-    for (&revision, events) in union.range(initial.revision + 1..=fin.revision) {
+    let first = initial.revision.saturating_add(1);
+    let replayed = if fin.revision >= first {
+        union.range(first..=fin.revision)
+    } else {
+        union.range(0..0)
+    };
+    for (&revision, events) in replayed {
         for (&key, (e, _)) in events {
             match e.kind {
                 ChangeKind::Put => {
@@ -888,6 +899,25 @@ mod tests {
         let result = r.to_check_result();
         assert_eq!(result.verdict, Verdict::Invalid);
         assert!(result.counts["bad-metadata"] >= 1);
+    }
+
+    #[test]
+    fn odd_logs_do_not_panic() {
+        let mut log = small_log();
+        log.clients[0].start_revision = i64::MIN;
+        log.clients[1].start_revision = i64::MAX;
+        log.clients.push(client("empty", 10, vec![]));
+        log.initial = Some(Snapshot {
+            revision: i64::MAX,
+            kvs: vec![],
+        });
+        let _ = check(&log).to_check_result();
+        log.initial = Some(Snapshot {
+            revision: 100,
+            kvs: vec![kv("p/a", "x")],
+        });
+        log.clients[0].progress_revision = Some(i64::MAX);
+        let _ = check(&log).to_check_result();
     }
 
     /// A store applying random transactions; returns the log of several
