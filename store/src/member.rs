@@ -754,12 +754,24 @@ impl Member {
         let membership = self.raft.metrics().borrow().membership_config.clone();
         let targets: Vec<NodeId> = match self.leader() {
             Some(l) if l != self.id => vec![l],
-            _ => membership.membership().nodes().map(|(id, _)| *id).filter(|id| *id != self.id).collect(),
+            _ => membership
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .filter(|id| *id != self.id)
+                .collect(),
         };
         let mut answered = 0;
         for t in targets {
-            if let Ok(Ok(ForwardReply::Members { cluster_id, members, .. })) =
-                tokio::time::timeout(Duration::from_secs(1), self.forward(Some(t), &Forward::Members)).await
+            if let Ok(Ok(ForwardReply::Members {
+                cluster_id,
+                members,
+                ..
+            })) = tokio::time::timeout(
+                Duration::from_secs(1),
+                self.forward(Some(t), &Forward::Members),
+            )
+            .await
             {
                 if cluster_id != self.cluster_id || members.iter().any(|m| m.id == self.id) {
                     return false;

@@ -373,11 +373,17 @@ mod tests {
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let db = open_db(dir.path()).unwrap();
-        Fixture { kv: KvStore::open(db).unwrap(), _dir: dir }
+        Fixture {
+            kv: KvStore::open(db).unwrap(),
+            _dir: dir,
+        }
     }
 
     /// Applies one request the way the state machine does, returning its revision.
-    fn apply<T>(kv: &KvStore, f: impl FnOnce(&mut WriteTxn) -> Result<T>) -> Result<(i64, T, Vec<Change>)> {
+    fn apply<T>(
+        kv: &KvStore,
+        f: impl FnOnce(&mut WriteTxn) -> Result<T>,
+    ) -> Result<(i64, T, Vec<Change>)> {
         let mut batch = WriteBatch::default();
         let no_leases = |_: i64| false;
         let mut tx = WriteTxn::new(kv, &mut batch, &no_leases);
@@ -389,11 +395,23 @@ mod tests {
     }
 
     fn put(kv: &KvStore, k: &str, v: &str) -> i64 {
-        apply(kv, |t| t.put(&PutRequest { key: k.into(), value: v.into(), ..Default::default() })).unwrap().0
+        apply(kv, |t| {
+            t.put(&PutRequest {
+                key: k.into(),
+                value: v.into(),
+                ..Default::default()
+            })
+        })
+        .unwrap()
+        .0
     }
 
     fn get(kv: &KvStore, k: &str, rev: i64) -> Result<Vec<(String, String, i64, i64, i64)>> {
-        let (r, _) = kv.range(&RangeRequest { key: k.into(), revision: rev, ..Default::default() })?;
+        let (r, _) = kv.range(&RangeRequest {
+            key: k.into(),
+            revision: rev,
+            ..Default::default()
+        })?;
         Ok(r.kvs
             .into_iter()
             .map(|kv| {
@@ -413,20 +431,41 @@ mod tests {
         let f = fixture();
         assert_eq!(put(&f.kv, "a", "1"), 1);
         assert_eq!(put(&f.kv, "a", "2"), 2);
-        assert_eq!(get(&f.kv, "a", 0).unwrap(), vec![("a".into(), "2".into(), 1, 2, 2)]);
-        assert_eq!(get(&f.kv, "a", 1).unwrap(), vec![("a".into(), "1".into(), 1, 1, 1)]);
+        assert_eq!(
+            get(&f.kv, "a", 0).unwrap(),
+            vec![("a".into(), "2".into(), 1, 2, 2)]
+        );
+        assert_eq!(
+            get(&f.kv, "a", 1).unwrap(),
+            vec![("a".into(), "1".into(), 1, 1, 1)]
+        );
         let (rev, resp, changes) = apply(&f.kv, |t| {
-            t.delete_range(&DeleteRangeRequest { key: b"a".to_vec(), prev_kv: true, ..Default::default() })
+            t.delete_range(&DeleteRangeRequest {
+                key: b"a".to_vec(),
+                prev_kv: true,
+                ..Default::default()
+            })
         })
         .unwrap();
-        assert_eq!((rev, resp.deleted, resp.prev_kvs.len(), changes.len()), (3, 1, 1, 1));
+        assert_eq!(
+            (rev, resp.deleted, resp.prev_kvs.len(), changes.len()),
+            (3, 1, 1, 1)
+        );
         assert!(get(&f.kv, "a", 0).unwrap().is_empty());
         // A new generation starts at version 1 with a new create revision.
         assert_eq!(put(&f.kv, "a", "3"), 4);
-        assert_eq!(get(&f.kv, "a", 0).unwrap(), vec![("a".into(), "3".into(), 4, 4, 1)]);
+        assert_eq!(
+            get(&f.kv, "a", 0).unwrap(),
+            vec![("a".into(), "3".into(), 4, 4, 1)]
+        );
         // Deleting nothing does not consume a revision.
-        let (rev, resp, _) =
-            apply(&f.kv, |t| t.delete_range(&DeleteRangeRequest { key: b"zz".to_vec(), ..Default::default() })).unwrap();
+        let (rev, resp, _) = apply(&f.kv, |t| {
+            t.delete_range(&DeleteRangeRequest {
+                key: b"zz".to_vec(),
+                ..Default::default()
+            })
+        })
+        .unwrap();
         assert_eq!((rev, resp.deleted), (4, 0));
         assert_eq!(f.kv.read_revision(5), Err(StoreError::FutureRevision));
     }
@@ -434,21 +473,44 @@ mod tests {
     #[test]
     fn ranges_prefixes_limits_and_sorting() {
         let f = fixture();
-        for (k, v) in [("k1", "c"), ("k2", "a"), ("k3", "b"), ("l", "x"), ("k\0", "z")] {
+        for (k, v) in [
+            ("k1", "c"),
+            ("k2", "a"),
+            ("k3", "b"),
+            ("l", "x"),
+            ("k\0", "z"),
+        ] {
             put(&f.kv, k, v);
         }
-        let (r, _) = f.kv.range(&RangeRequest { key: b"k".to_vec(), range_end: b"l".to_vec(), ..Default::default() }).unwrap();
+        let (r, _) =
+            f.kv.range(&RangeRequest {
+                key: b"k".to_vec(),
+                range_end: b"l".to_vec(),
+                ..Default::default()
+            })
+            .unwrap();
         let keys: Vec<_> = r.kvs.iter().map(|kv| kv.key.clone()).collect();
-        assert_eq!(keys, vec![b"k\0".to_vec(), b"k1".to_vec(), b"k2".to_vec(), b"k3".to_vec()]);
+        assert_eq!(
+            keys,
+            vec![
+                b"k\0".to_vec(),
+                b"k1".to_vec(),
+                b"k2".to_vec(),
+                b"k3".to_vec()
+            ]
+        );
         assert_eq!(r.count, 4);
-        let (r, _) = f
-            .kv
-            .range(&RangeRequest { key: b"k".to_vec(), range_end: b"l".to_vec(), limit: 2, ..Default::default() })
+        let (r, _) =
+            f.kv.range(&RangeRequest {
+                key: b"k".to_vec(),
+                range_end: b"l".to_vec(),
+                limit: 2,
+                ..Default::default()
+            })
             .unwrap();
         assert_eq!((r.kvs.len(), r.more, r.count), (2, true, 4));
-        let (r, _) = f
-            .kv
-            .range(&RangeRequest {
+        let (r, _) =
+            f.kv.range(&RangeRequest {
                 key: b"k1".to_vec(),
                 range_end: b"k4".to_vec(),
                 sort_order: 2,
@@ -458,13 +520,22 @@ mod tests {
             .unwrap();
         let vals: Vec<_> = r.kvs.iter().map(|kv| kv.value.clone()).collect();
         assert_eq!(vals, vec![b"c".to_vec(), b"b".to_vec(), b"a".to_vec()]);
-        let (r, _) = f
-            .kv
-            .range(&RangeRequest { key: b"\0".to_vec(), range_end: b"\0".to_vec(), count_only: true, ..Default::default() })
+        let (r, _) =
+            f.kv.range(&RangeRequest {
+                key: b"\0".to_vec(),
+                range_end: b"\0".to_vec(),
+                count_only: true,
+                ..Default::default()
+            })
             .unwrap();
         assert_eq!((r.count, r.kvs.len()), (5, 0));
         let (r, _) =
-            f.kv.range(&RangeRequest { key: b"k1".to_vec(), keys_only: true, ..Default::default() }).unwrap();
+            f.kv.range(&RangeRequest {
+                key: b"k1".to_vec(),
+                keys_only: true,
+                ..Default::default()
+            })
+            .unwrap();
         assert!(r.kvs[0].value.is_empty());
     }
 
@@ -480,12 +551,23 @@ mod tests {
             range_end: vec![],
         };
         let op_put = RequestOp {
-            request: Some(OpRequest::RequestPut(PutRequest { key: b"b".to_vec(), value: b"2".to_vec(), ..Default::default() })),
+            request: Some(OpRequest::RequestPut(PutRequest {
+                key: b"b".to_vec(),
+                value: b"2".to_vec(),
+                ..Default::default()
+            })),
         };
         let op_get = RequestOp {
-            request: Some(OpRequest::RequestRange(RangeRequest { key: b"b".to_vec(), ..Default::default() })),
+            request: Some(OpRequest::RequestRange(RangeRequest {
+                key: b"b".to_vec(),
+                ..Default::default()
+            })),
         };
-        let req = TxnRequest { compare: vec![cmp.clone()], success: vec![op_put.clone(), op_get.clone()], failure: vec![] };
+        let req = TxnRequest {
+            compare: vec![cmp.clone()],
+            success: vec![op_put.clone(), op_get.clone()],
+            failure: vec![],
+        };
         let (rev, resp, changes) = apply(&f.kv, |t| t.txn(&req)).unwrap();
         assert!(resp.succeeded);
         assert_eq!((rev, changes.len()), (2, 1));
@@ -494,8 +576,17 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         // A value comparison on a missing key fails; other targets compare to zero.
-        let missing = Compare { key: b"nope".to_vec(), ..cmp.clone() };
-        let (rev, resp, _) = apply(&f.kv, |t| t.txn(&TxnRequest { compare: vec![missing], ..Default::default() })).unwrap();
+        let missing = Compare {
+            key: b"nope".to_vec(),
+            ..cmp.clone()
+        };
+        let (rev, resp, _) = apply(&f.kv, |t| {
+            t.txn(&TxnRequest {
+                compare: vec![missing],
+                ..Default::default()
+            })
+        })
+        .unwrap();
         assert!(!resp.succeeded);
         assert_eq!(rev, 2, "a txn that writes nothing keeps the revision");
         let created_zero = Compare {
@@ -505,8 +596,13 @@ mod tests {
             target_union: Some(TargetUnion::CreateRevision(0)),
             range_end: vec![],
         };
-        let (_, resp, _) =
-            apply(&f.kv, |t| t.txn(&TxnRequest { compare: vec![created_zero], ..Default::default() })).unwrap();
+        let (_, resp, _) = apply(&f.kv, |t| {
+            t.txn(&TxnRequest {
+                compare: vec![created_zero],
+                ..Default::default()
+            })
+        })
+        .unwrap();
         assert!(resp.succeeded);
     }
 
@@ -523,14 +619,32 @@ mod tests {
         while let Some(c) = cursor {
             cursor = f.kv.compact_step(4, c, 2).unwrap();
         }
-        assert_eq!(get(&f.kv, "a", 4).unwrap(), vec![("a".into(), "2".into(), 1, 2, 2)]);
-        assert_eq!(get(&f.kv, "a", 5).unwrap(), vec![("a".into(), "3".into(), 1, 5, 3)]);
+        assert_eq!(
+            get(&f.kv, "a", 4).unwrap(),
+            vec![("a".into(), "2".into(), 1, 2, 2)]
+        );
+        assert_eq!(
+            get(&f.kv, "a", 5).unwrap(),
+            vec![("a".into(), "3".into(), 1, 5, 3)]
+        );
         assert!(get(&f.kv, "b", 4).unwrap().is_empty());
-        assert_eq!(get(&f.kv, "a", 3), Err(StoreError::Compacted { compact_revision: 4 }));
+        assert_eq!(
+            get(&f.kv, "a", 3),
+            Err(StoreError::Compacted {
+                compact_revision: 4
+            })
+        );
         // Physically: a@2 (kept, newest at 4) and a@5 remain; a@1, b@3 and b's tombstone are gone.
-        let left: Vec<(Vec<u8>, i64)> = f.kv.dump().into_iter().map(|(k, r, _)| (k, r.main)).collect();
+        let left: Vec<(Vec<u8>, i64)> =
+            f.kv.dump()
+                .into_iter()
+                .map(|(k, r, _)| (k, r.main))
+                .collect();
         assert_eq!(left, vec![(b"a".to_vec(), 5), (b"a".to_vec(), 2)]);
-        assert!(matches!(f.kv.changes(4, 5, 100, false), Err(StoreError::Compacted { .. })));
+        assert!(matches!(
+            f.kv.changes(4, 5, 100, false),
+            Err(StoreError::Compacted { .. })
+        ));
         assert_eq!(f.kv.changes(5, 5, 100, false).unwrap().len(), 1);
     }
 
@@ -540,15 +654,30 @@ mod tests {
         put(&f.kv, "a", "1");
         let req = TxnRequest {
             success: vec![
-                RequestOp { request: Some(OpRequest::RequestPut(PutRequest { key: b"a".to_vec(), value: b"2".to_vec(), ..Default::default() })) },
-                RequestOp { request: Some(OpRequest::RequestPut(PutRequest { key: b"c".to_vec(), value: b"x".to_vec(), ..Default::default() })) },
+                RequestOp {
+                    request: Some(OpRequest::RequestPut(PutRequest {
+                        key: b"a".to_vec(),
+                        value: b"2".to_vec(),
+                        ..Default::default()
+                    })),
+                },
+                RequestOp {
+                    request: Some(OpRequest::RequestPut(PutRequest {
+                        key: b"c".to_vec(),
+                        value: b"x".to_vec(),
+                        ..Default::default()
+                    })),
+                },
             ],
             ..Default::default()
         };
         apply(&f.kv, |t| t.txn(&req)).unwrap();
         let ch = f.kv.changes(1, 2, 100, true).unwrap();
         assert_eq!(ch.len(), 3);
-        assert_eq!((ch[1].rev, ch[2].rev), (Revision::new(2, 0), Revision::new(2, 1)));
+        assert_eq!(
+            (ch[1].rev, ch[2].rev),
+            (Revision::new(2, 0), Revision::new(2, 1))
+        );
         assert_eq!(ch[1].event.prev_kv.as_ref().unwrap().value, b"1");
         // A limit never splits a revision.
         assert_eq!(f.kv.changes(1, 2, 2, false).unwrap().len(), 3);

@@ -71,10 +71,12 @@ fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily> {
 pub fn write_snapshot(db: &DB, path: &Path) -> Result<SnapshotHeader> {
     let snap = db.snapshot();
     let meta_cf = cf(db, schema::CF_SM_META)?;
+    // Stored as `Option<LogId>` by the state machine, hence the flatten.
     let last_log_id: Option<LogId> = snap
         .get_cf(meta_cf, schema::sm_meta::APPLIED)?
-        .map(|b| decode(&b))
-        .transpose()?;
+        .map(|b| decode::<Option<LogId>>(&b))
+        .transpose()?
+        .flatten();
     let membership: StoredMembership = snap
         .get_cf(meta_cf, schema::sm_meta::MEMBERSHIP)?
         .map(|b| decode(&b))
@@ -141,9 +143,15 @@ impl<R: Read> Read for HashReader<R> {
 /// Reads a whole snapshot, handing each record (cf index, key, value) to `f`, and checks
 /// the checksum. Bytes after the checksum (the padding and sha256 trailer of the etcd
 /// download format) are ignored.
-fn scan(path: &Path, mut f: impl FnMut(u8, Vec<u8>, Vec<u8>) -> Result<()>) -> Result<SnapshotHeader> {
+fn scan(
+    path: &Path,
+    mut f: impl FnMut(u8, Vec<u8>, Vec<u8>) -> Result<()>,
+) -> Result<SnapshotHeader> {
     let file = File::open(path).map_err(io)?;
-    let mut r = HashReader { inner: BufReader::with_capacity(1 << 20, file), hasher: crc32fast::Hasher::new() };
+    let mut r = HashReader {
+        inner: BufReader::with_capacity(1 << 20, file),
+        hasher: crc32fast::Hasher::new(),
+    };
     let header = read_header(&mut r)?;
     loop {
         let mut tag = [0u8; 1];
@@ -152,7 +160,10 @@ fn scan(path: &Path, mut f: impl FnMut(u8, Vec<u8>, Vec<u8>) -> Result<()>) -> R
             break;
         }
         if tag[0] as usize >= SM_CFS.len() {
-            return Err(StoreError::Corruption(format!("snapshot record for column family {}", tag[0])));
+            return Err(StoreError::Corruption(format!(
+                "snapshot record for column family {}",
+                tag[0]
+            )));
         }
         let k = read_chunk(&mut r)?;
         let v = read_chunk(&mut r)?;
@@ -177,7 +188,8 @@ pub fn verify(path: &Path) -> Result<SnapshotHeader> {
 
 fn read_header(r: &mut impl Read) -> Result<SnapshotHeader> {
     let mut magic = [0u8; 10];
-    r.read_exact(&mut magic).map_err(|_| StoreError::Corruption("not a Skiff snapshot file".into()))?;
+    r.read_exact(&mut magic)
+        .map_err(|_| StoreError::Corruption("not a Skiff snapshot file".into()))?;
     if &magic != MAGIC {
         return Err(StoreError::Corruption("not a Skiff snapshot file".into()));
     }
@@ -203,7 +215,8 @@ pub fn load_snapshot(db: &DB, path: &Path) -> Result<SnapshotHeader> {
     for name in SM_CFS {
         clear_cf(db, name)?;
     }
-    let handles: Vec<&rocksdb::ColumnFamily> = SM_CFS.iter().map(|n| cf(db, n)).collect::<Result<_>>()?;
+    let handles: Vec<&rocksdb::ColumnFamily> =
+        SM_CFS.iter().map(|n| cf(db, n)).collect::<Result<_>>()?;
     let mut batch = WriteBatch::default();
     let header = scan(path, |i, k, v| {
         batch.put_cf(handles[i as usize], k, v);
@@ -226,14 +239,20 @@ pub fn append_download_trailer(path: &Path) -> Result<()> {
     use sha2::{Digest, Sha256};
     let len = std::fs::metadata(path).map_err(io)?.len();
     let pad = (512 - len % 512) % 512;
-    let mut f = std::fs::OpenOptions::new().append(true).open(path).map_err(io)?;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io)?;
     f.write_all(&vec![0u8; pad as usize]).map_err(io)?;
     drop(f);
     let mut h = Sha256::new();
     let mut r = BufReader::new(File::open(path).map_err(io)?);
     std::io::copy(&mut r, &mut h).map_err(io)?;
     let digest = h.finalize();
-    let mut f = std::fs::OpenOptions::new().append(true).open(path).map_err(io)?;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io)?;
     f.write_all(&digest).map_err(io)?;
     f.sync_all().map_err(io)?;
     Ok(())

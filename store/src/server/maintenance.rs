@@ -185,8 +185,8 @@ impl Maintenance for MaintenanceService {
             crate::raft::snapshot::write_snapshot(&db, &p)?;
             crate::raft::snapshot::append_download_trailer(&p)
         })
-            .await
-            .map_err(|e| StoreError::Internal(e.to_string()))??;
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))??;
         let mut file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| StoreError::Storage(e.to_string()))?;
