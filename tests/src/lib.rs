@@ -22,9 +22,11 @@
 //! - [`health`]: `GET /health` on a client URL, or a Range that succeeds.
 //! - [`client`]: tonic channels and the etcd v3 KV/Watch/Lease/Maintenance clients.
 //! - [`etcdctl`]: runs the real `etcdctl` (ETCDCTL_API=3) and captures its output.
+//! - [`bench`]: the workloads, statistics and reports of the `skiff-bench` binary.
 //!
 //! Everything binds to 127.0.0.1 only.
 
+pub mod bench;
 pub mod binaries;
 pub mod client;
 pub mod cluster;
