@@ -150,19 +150,23 @@ pub async fn run_watch(endpoints: &[String], params: &Params, case: Case) -> Res
     let acked_count = acked.iter().filter(|a| **a).count() as u64;
     let expected = acked_count * case.clients as u64;
     let exactly_once = missing == 0 && duplicates == 0 && out_of_order == 0 && errors == 0;
-    let note = format!(
-        "{} of {expected} deliveries ({acked_count} events × {} watchers); {} \
-         missing {missing}, duplicate {duplicates}, out of order {out_of_order}, \
-         stream errors {errors}, writer {:.0} puts/s, {write_errors} put errors",
+    let writer_rate = acked_count as f64 / write_elapsed.as_secs_f64().max(1e-9);
+    let mut note = format!(
+        "{} of {expected} deliveries ({acked_count} events × {} watchers), writer {writer_rate:.0} puts/s",
         latencies.ops(),
         case.clients,
-        if exactly_once {
-            "exactly once;"
-        } else {
-            "NOT exactly once:"
-        },
-        acked_count as f64 / write_elapsed.as_secs_f64().max(1e-9),
     );
+    if exactly_once {
+        note.insert_str(0, "exactly once: ");
+    } else {
+        note = format!(
+            "NOT exactly once: missing {missing}, duplicate {duplicates}, out of order \
+             {out_of_order}, stream errors {errors}; {note}"
+        );
+    }
+    if write_errors > 0 {
+        note.push_str(&format!(", {write_errors} put errors"));
+    }
     let mut result = CaseResult::new(case, latencies.summary(last - start), note);
     result.failed = !exactly_once || acked_count == 0;
     Ok(result)

@@ -152,15 +152,21 @@ impl LoadArgs {
     }
 }
 
+/// The target of `kind`; for skiff, `--skiff-bin` or the cargo-built binary, which must
+/// exist (checked here, before any cluster starts).
 fn target_of(kind: Kind, skiff_bin: &Option<PathBuf>) -> Result<Target> {
     Ok(match kind {
         Kind::Etcd => Target::Etcd,
-        Kind::Skiff => Target::Skiff {
-            binary: match skiff_bin {
+        Kind::Skiff => {
+            let binary = match skiff_bin {
                 Some(p) => p.clone(),
                 None => skiff_binary()?,
-            },
-        },
+            };
+            if !binary.is_file() {
+                bail!("skiff binary {} does not exist", binary.display());
+            }
+            Target::Skiff { binary }
+        }
     })
 }
 
@@ -315,4 +321,45 @@ async fn rss_after_load(target: &Target, params: &Params, keys: u64) -> Result<u
     let rss = cluster.member(0)?.rss_kib()?;
     eprintln!("[{target} rss] {:.1} MiB", rss as f64 / 1024.0);
     Ok(rss)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let cli = Cli::try_parse_from(["skiff-bench", "compare", "--candidate", "etcd"]).unwrap();
+        let Command::Compare(args) = cli.command else {
+            panic!("not compare");
+        };
+        assert_eq!(args.members, vec![1, 3]);
+        assert_eq!(args.rss_keys, 100_000);
+        assert_eq!(parse_suite(&args.load.suite).unwrap().len(), 8);
+        let cli = Cli::try_parse_from([
+            "skiff-bench",
+            "run",
+            "--endpoints",
+            "http://127.0.0.1:1,http://127.0.0.1:2",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run");
+        };
+        assert_eq!(args.endpoints.len(), 2);
+    }
+
+    #[test]
+    fn missing_skiff_binary_is_an_error() {
+        let missing = Some(PathBuf::from("/nonexistent/skiff"));
+        assert!(target_of(Kind::Skiff, &missing).is_err());
+        assert_eq!(target_of(Kind::Etcd, &missing).unwrap(), Target::Etcd);
+    }
 }
