@@ -993,7 +993,7 @@ async fn housekeeping_loop(member: Arc<Member>, mut shutdown: tokio::sync::watch
             _ = shutdown.changed() => return,
         }
         ticks += 1;
-        if ticks % 8 == 0 && !member.is_leader() && member.check_removed().await {
+        if ticks.is_multiple_of(8) && !member.is_leader() && member.check_removed().await {
             tracing::warn!("the cluster no longer lists this member: it was removed");
             let _ = member.removed.send(true);
             return;

@@ -183,7 +183,7 @@ mod tests {
         let one = KeyRange::from_request(b"k", b"");
         assert!(one.contains(b"k") && !one.contains(b"k\0"));
         assert!(KeyRange::from_request(b"b", b"a").is_empty());
-        assert!(r.overlaps(&one) == false && r.overlaps(&KeyRange::single(b"b")));
+        assert!(!r.overlaps(&one) && r.overlaps(&KeyRange::single(b"b")));
         assert!(KeyRange::from_request(b"a", b"b").overlaps(&KeyRange::from_request(b"a\0", b"\0")));
         assert!(!KeyRange::from_request(b"a", b"b").overlaps(&KeyRange::from_request(b"b", b"c")));
     }

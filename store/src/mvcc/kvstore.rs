@@ -70,8 +70,10 @@ impl KvStore {
                 }
             }
         };
+        // etcd's revision starts at 1 in an empty store, so the first write gets 2 and
+        // no response carries revision 0 (which clients read as "unset").
         self.current
-            .store(read(schema::sm_meta::REVISION)?, Ordering::SeqCst);
+            .store(read(schema::sm_meta::REVISION)?.max(1), Ordering::SeqCst);
         self.compacted
             .store(read(schema::sm_meta::COMPACT)?, Ordering::SeqCst);
         Ok(())
@@ -270,7 +272,7 @@ impl KvStore {
         with_prev: bool,
     ) -> Result<Vec<Change>> {
         let compacted = self.compact_revision();
-        if from <= compacted {
+        if from < compacted {
             return Err(StoreError::Compacted {
                 compact_revision: compacted,
             });
@@ -342,7 +344,7 @@ impl KvStore {
         Ok((h.finalize(), at))
     }
 
-    /// Physically removes versions superseded at or below `compact_rev`, walking at most
+    /// Physically removes versions superseded at `compact_rev`, walking at most
     /// `batch` entries of the change log from `cursor`. Returns the revision to continue
     /// from, or `None` when done. Never touches versions a read at `>= compact_rev` needs.
     ///
@@ -375,6 +377,12 @@ impl KvStore {
                 break;
             }
             n += 1;
+            // Changes at exactly the compact revision stay: a read or a watch at
+            // `compact_rev` is still allowed (etcd refuses only revisions below it).
+            if rev.main == compact_rev {
+                it.next();
+                continue;
+            }
             let user_key = v.to_vec();
             wb.delete_cf(rev_cf, k);
             // Keep the newest version at or below compact_rev unless it is a delete.

@@ -363,7 +363,6 @@ mod tests {
     use super::*;
     use crate::storage::open_db;
     use skiff_proto::etcdserverpb::{compare, RequestOp};
-    use std::sync::Arc;
 
     struct Fixture {
         _dir: tempfile::TempDir,
@@ -406,7 +405,10 @@ mod tests {
         .0
     }
 
-    fn get(kv: &KvStore, k: &str, rev: i64) -> Result<Vec<(String, String, i64, i64, i64)>> {
+    /// (key, value, create revision, mod revision, version)
+    type Row = (String, String, i64, i64, i64);
+
+    fn get(kv: &KvStore, k: &str, rev: i64) -> Result<Vec<Row>> {
         let (r, _) = kv.range(&RangeRequest {
             key: k.into(),
             revision: rev,
@@ -429,15 +431,17 @@ mod tests {
     #[test]
     fn versions_revisions_and_generations_follow_etcd() {
         let f = fixture();
-        assert_eq!(put(&f.kv, "a", "1"), 1);
-        assert_eq!(put(&f.kv, "a", "2"), 2);
+        // An empty store is at revision 1, as in etcd: the first write gets 2.
+        assert_eq!(f.kv.current_revision(), 1);
+        assert_eq!(put(&f.kv, "a", "1"), 2);
+        assert_eq!(put(&f.kv, "a", "2"), 3);
         assert_eq!(
             get(&f.kv, "a", 0).unwrap(),
-            vec![("a".into(), "2".into(), 1, 2, 2)]
+            vec![("a".into(), "2".into(), 2, 3, 2)]
         );
         assert_eq!(
-            get(&f.kv, "a", 1).unwrap(),
-            vec![("a".into(), "1".into(), 1, 1, 1)]
+            get(&f.kv, "a", 2).unwrap(),
+            vec![("a".into(), "1".into(), 2, 2, 1)]
         );
         let (rev, resp, changes) = apply(&f.kv, |t| {
             t.delete_range(&DeleteRangeRequest {
@@ -449,14 +453,14 @@ mod tests {
         .unwrap();
         assert_eq!(
             (rev, resp.deleted, resp.prev_kvs.len(), changes.len()),
-            (3, 1, 1, 1)
+            (4, 1, 1, 1)
         );
         assert!(get(&f.kv, "a", 0).unwrap().is_empty());
         // A new generation starts at version 1 with a new create revision.
-        assert_eq!(put(&f.kv, "a", "3"), 4);
+        assert_eq!(put(&f.kv, "a", "3"), 5);
         assert_eq!(
             get(&f.kv, "a", 0).unwrap(),
-            vec![("a".into(), "3".into(), 4, 4, 1)]
+            vec![("a".into(), "3".into(), 5, 5, 1)]
         );
         // Deleting nothing does not consume a revision.
         let (rev, resp, _) = apply(&f.kv, |t| {
@@ -466,8 +470,8 @@ mod tests {
             })
         })
         .unwrap();
-        assert_eq!((rev, resp.deleted), (4, 0));
-        assert_eq!(f.kv.read_revision(5), Err(StoreError::FutureRevision));
+        assert_eq!((rev, resp.deleted), (5, 0));
+        assert_eq!(f.kv.read_revision(6), Err(StoreError::FutureRevision));
     }
 
     #[test]
@@ -570,7 +574,7 @@ mod tests {
         };
         let (rev, resp, changes) = apply(&f.kv, |t| t.txn(&req)).unwrap();
         assert!(resp.succeeded);
-        assert_eq!((rev, changes.len()), (2, 1));
+        assert_eq!((rev, changes.len()), (3, 1));
         match &resp.responses[1].response {
             Some(OpResponse::ResponseRange(r)) => assert_eq!(r.kvs[0].value, b"2"),
             other => panic!("unexpected {other:?}"),
@@ -588,7 +592,7 @@ mod tests {
         })
         .unwrap();
         assert!(!resp.succeeded);
-        assert_eq!(rev, 2, "a txn that writes nothing keeps the revision");
+        assert_eq!(rev, 3, "a txn that writes nothing keeps the revision");
         let created_zero = Compare {
             result: compare::CompareResult::Equal as i32,
             target: compare::CompareTarget::Create as i32,
@@ -609,43 +613,49 @@ mod tests {
     #[test]
     fn compaction_keeps_what_reads_after_it_need() {
         let f = fixture();
-        put(&f.kv, "a", "1"); // 1
-        put(&f.kv, "a", "2"); // 2
-        put(&f.kv, "b", "1"); // 3
-        apply(&f.kv, |t| t.delete_key(b"b")).unwrap(); // 4
-        put(&f.kv, "a", "3"); // 5
-        f.kv.set_compacted(4);
+        put(&f.kv, "a", "1"); // 2
+        put(&f.kv, "a", "2"); // 3
+        put(&f.kv, "b", "1"); // 4
+        apply(&f.kv, |t| t.delete_key(b"b")).unwrap(); // 5
+        put(&f.kv, "c", "1"); // 6
+        apply(&f.kv, |t| t.delete_key(b"c")).unwrap(); // 7
+        put(&f.kv, "a", "3"); // 8
+        f.kv.set_compacted(6);
         let mut cursor = Some(Revision::new(0, 0));
         while let Some(c) = cursor {
-            cursor = f.kv.compact_step(4, c, 2).unwrap();
+            cursor = f.kv.compact_step(6, c, 2).unwrap();
         }
+        let row = |v: &str, c, m, ver| vec![("a".to_string(), v.to_string(), c, m, ver)];
+        assert_eq!(get(&f.kv, "a", 6).unwrap(), row("2", 2, 3, 2));
+        assert_eq!(get(&f.kv, "a", 8).unwrap(), row("3", 2, 8, 3));
+        assert!(get(&f.kv, "b", 6).unwrap().is_empty());
+        assert_eq!(get(&f.kv, "c", 6).unwrap().len(), 1);
         assert_eq!(
-            get(&f.kv, "a", 4).unwrap(),
-            vec![("a".into(), "2".into(), 1, 2, 2)]
-        );
-        assert_eq!(
-            get(&f.kv, "a", 5).unwrap(),
-            vec![("a".into(), "3".into(), 1, 5, 3)]
-        );
-        assert!(get(&f.kv, "b", 4).unwrap().is_empty());
-        assert_eq!(
-            get(&f.kv, "a", 3),
+            get(&f.kv, "a", 5),
             Err(StoreError::Compacted {
-                compact_revision: 4
+                compact_revision: 6
             })
         );
-        // Physically: a@2 (kept, newest at 4) and a@5 remain; a@1, b@3 and b's tombstone are gone.
+        // Physically: a@3 (newest at 6), the change at exactly 6 (c@6), and everything
+        // after 6 remain; a@2, b@4 and b's tombstone at 5 are gone.
         let left: Vec<(Vec<u8>, i64)> =
             f.kv.dump()
                 .into_iter()
                 .map(|(k, r, _)| (k, r.main))
                 .collect();
-        assert_eq!(left, vec![(b"a".to_vec(), 5), (b"a".to_vec(), 2)]);
+        let expected: Vec<(Vec<u8>, i64)> = vec![
+            (b"a".to_vec(), 8),
+            (b"a".to_vec(), 3),
+            (b"c".to_vec(), 7),
+            (b"c".to_vec(), 6),
+        ];
+        assert_eq!(left, expected);
         assert!(matches!(
-            f.kv.changes(4, 5, 100, false),
+            f.kv.changes(5, 8, 100, false),
             Err(StoreError::Compacted { .. })
         ));
-        assert_eq!(f.kv.changes(5, 5, 100, false).unwrap().len(), 1);
+        // A watch may still start at exactly the compact revision.
+        assert_eq!(f.kv.changes(6, 8, 100, false).unwrap().len(), 3);
     }
 
     #[test]
@@ -672,19 +682,18 @@ mod tests {
             ..Default::default()
         };
         apply(&f.kv, |t| t.txn(&req)).unwrap();
-        let ch = f.kv.changes(1, 2, 100, true).unwrap();
+        let ch = f.kv.changes(1, 3, 100, true).unwrap();
         assert_eq!(ch.len(), 3);
         assert_eq!(
             (ch[1].rev, ch[2].rev),
-            (Revision::new(2, 0), Revision::new(2, 1))
+            (Revision::new(3, 0), Revision::new(3, 1))
         );
         assert_eq!(ch[1].event.prev_kv.as_ref().unwrap().value, b"1");
         // A limit never splits a revision.
-        assert_eq!(f.kv.changes(1, 2, 2, false).unwrap().len(), 3);
+        assert_eq!(f.kv.changes(1, 3, 2, false).unwrap().len(), 3);
         let (h1, r1) = f.kv.hash_kv(0).unwrap();
-        let (h2, _) = f.kv.hash_kv(1).unwrap();
-        assert_eq!(r1, 2);
+        let (h2, _) = f.kv.hash_kv(2).unwrap();
+        assert_eq!(r1, 3);
         assert_ne!(h1, h2);
-        let _ = Arc::new(());
     }
 }

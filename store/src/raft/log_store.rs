@@ -8,6 +8,9 @@
 //! in progress, all share one fsync. `save_vote` syncs before it returns: a vote that is
 //! not on disk could be cast twice in one term.
 
+// openraft's StorageError is large, and its type is fixed by the RaftLogStorage trait.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::mpsc;

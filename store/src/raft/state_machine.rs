@@ -531,8 +531,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok(())
         })
         .await
-        .map_err(|e| snap_err(e))?
-        .map_err(|e| snap_err(e))
+        .map_err(snap_err)?
+        .map_err(snap_err)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
@@ -587,7 +587,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             })
         })
         .await
-        .map_err(|e| snap_err(e))?
-        .map_err(|e| snap_err(e))
+        .map_err(snap_err)?
+        .map_err(snap_err)
     }
 }

@@ -48,13 +48,25 @@ pub(crate) fn check_leader<T>(member: &Member, req: &tonic::Request<T>) -> Resul
     Ok(())
 }
 
-/// Refuses requests over `--max-request-bytes`.
+/// Refuses requests over `--max-request-bytes`, with etcd's two answers: past the gRPC
+/// receive limit (`--max-request-bytes` + 512 KiB) grpc-go's ResourceExhausted, below it
+/// etcd's own "request is too large". The services decode up to [`DECODE_LIMIT`] so
+/// that both cases reach this check.
 pub(crate) fn check_size(member: &Member, len: usize) -> Result<(), Status> {
+    let grpc_limit = member.config.max_request_bytes + 512 * 1024;
+    if len > grpc_limit {
+        return Err(Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({len} vs. {grpc_limit})"
+        )));
+    }
     if len > member.config.max_request_bytes {
         return Err(StoreError::RequestTooLarge.into());
     }
     Ok(())
 }
+
+/// Largest message the client services decode; see [`check_size`].
+pub const DECODE_LIMIT: usize = 64 << 20;
 
 /// Refuses writes that add data while the NOSPACE alarm is raised.
 pub(crate) fn check_space(member: &Member) -> Result<(), StoreError> {
@@ -154,7 +166,30 @@ pub async fn start(config: StoreConfig) -> Result<RunningStore> {
     let _ = member_tx.send(Some(member.clone()));
     member.spawn_background(shutdown_rx.clone());
 
-    let max_recv = config.max_request_bytes + 512 * 1024;
+    // Like etcd, serve clients only once this member has published its name and client
+    // URLs through raft, so every member that answers clients is listed as started.
+    let mut waited = 0u32;
+    loop {
+        let published = member
+            .sm
+            .meta
+            .read()
+            .members
+            .get(&member.id)
+            .is_some_and(|a| {
+                a.name == config.name && a.client_urls == config.advertise_client_urls
+            });
+        if published {
+            break;
+        }
+        waited += 1;
+        if waited.is_multiple_of(50) {
+            tracing::info!("waiting for a quorum to publish this member before serving clients");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let max_recv = DECODE_LIMIT;
     for l in client_listeners {
         let m = member.clone();
         let routes = tonic::service::Routes::new(

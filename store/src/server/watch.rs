@@ -90,7 +90,7 @@ impl StreamState {
         }
         if !self
             .send(WatchResponse {
-                header: header.clone(),
+                header,
                 watch_id,
                 created: true,
                 ..Default::default()
@@ -100,7 +100,7 @@ impl StreamState {
             return false;
         }
         let compacted = member.sm.kv.compact_revision();
-        if c.start_revision > 0 && c.start_revision <= compacted {
+        if c.start_revision > 0 && c.start_revision < compacted {
             return self
                 .send(WatchResponse {
                     header,

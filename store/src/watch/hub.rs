@@ -420,3 +420,103 @@ impl WatchHub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::WriteTxn;
+    use rocksdb::WriteBatch;
+    use skiff_proto::etcdserverpb::PutRequest;
+
+    fn put(kv: &KvStore, hub: &WatchHub, key: &str) -> i64 {
+        let mut batch = WriteBatch::default();
+        let none = |_: i64| false;
+        let mut tx = WriteTxn::new(kv, &mut batch, &none);
+        tx.put(&PutRequest {
+            key: key.into(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+        let (rev, changes) = tx.finish().unwrap();
+        kv.db().write(batch).unwrap();
+        kv.publish_revision(rev);
+        hub.publish(rev, &changes);
+        rev
+    }
+
+    fn header() -> HeaderFn {
+        Arc::new(|rev| ResponseHeader {
+            revision: rev,
+            ..Default::default()
+        })
+    }
+
+    fn spec(start: i64) -> WatchSpec {
+        WatchSpec {
+            range: KeyRange::from_request(b"k", b"l"),
+            no_put: false,
+            no_delete: false,
+            prev_kv: false,
+            watch_id: 7,
+            start_revision: start,
+        }
+    }
+
+    /// Receives responses until `last` has been seen, returning event revisions in order.
+    async fn collect(rx: &mut mpsc::Receiver<WatchResponse>, last: i64) -> Vec<i64> {
+        let mut revs = Vec::new();
+        while revs.last() != Some(&last) {
+            let r = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("events")
+                .expect("open");
+            revs.extend(r.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision));
+        }
+        revs
+    }
+
+    #[tokio::test]
+    async fn a_slow_watcher_catches_up_without_gaps_or_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = Arc::new(KvStore::open(crate::storage::open_db(dir.path()).unwrap()).unwrap());
+        let hub = WatchHub::new(kv.clone());
+        // A channel of 2 cannot hold 50 revisions: the watcher is demoted and caught up.
+        let (tx, mut rx) = mpsc::channel(2);
+        hub.add(spec(0), tx, header());
+        for i in 0..50 {
+            put(&kv, &hub, &format!("k{i}"));
+        }
+        put(&kv, &hub, "zz-not-watched");
+        let last = put(&kv, &hub, "k-last");
+        assert_eq!(
+            collect(&mut rx, last).await,
+            (2..=51).chain([last]).collect::<Vec<_>>()
+        );
+        hub.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_watch_from_an_old_revision_replays_history_then_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = Arc::new(KvStore::open(crate::storage::open_db(dir.path()).unwrap()).unwrap());
+        let hub = WatchHub::new(kv.clone());
+        for i in 0..5 {
+            put(&kv, &hub, &format!("k{i}"));
+        }
+        let (tx, mut rx) = mpsc::channel(64);
+        hub.add(spec(4), tx, header());
+        let last = put(&kv, &hub, "k9");
+        assert_eq!(collect(&mut rx, last).await, vec![4, 5, 6, 7]);
+        // Compacted history cancels a watcher that still needs it.
+        kv.set_compacted(7);
+        let (tx, mut rx) = mpsc::channel(64);
+        hub.add(spec(2), tx, header());
+        let r = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(r.canceled && r.compact_revision == 7);
+        hub.shutdown();
+    }
+}
