@@ -106,19 +106,41 @@ struct MemberAddr {
     peer_url: String,
 }
 
+/// `--initial-cluster` value naming `members`: `name=peer-url,…`.
+fn initial_cluster_of<'a>(members: impl IntoIterator<Item = &'a MemberAddr>) -> String {
+    members
+        .into_iter()
+        .map(|m| format!("{}={}", m.name, m.peer_url))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Whether a member bootstraps a new cluster or joins a running one
+/// (`--initial-cluster-state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClusterState {
+    New,
+    Existing,
+}
+
+impl ClusterState {
+    fn flag(self) -> &'static str {
+        match self {
+            ClusterState::New => "--initial-cluster-state=new",
+            ClusterState::Existing => "--initial-cluster-state=existing",
+        }
+    }
+}
+
 /// The etcd-style flags of one member. Pure, so it is tested without a server.
 fn member_flags(
     me: &MemberAddr,
-    all: &[MemberAddr],
+    initial_cluster: &str,
+    state: ClusterState,
     data_dir: &Path,
     token: &str,
     extra: &[String],
 ) -> Vec<String> {
-    let initial_cluster = all
-        .iter()
-        .map(|m| format!("{}={}", m.name, m.peer_url))
-        .collect::<Vec<_>>()
-        .join(",");
     let mut flags = vec![
         format!("--name={}", me.name),
         format!("--data-dir={}", data_dir.display()),
@@ -127,7 +149,7 @@ fn member_flags(
         format!("--listen-peer-urls={}", me.peer_url),
         format!("--initial-advertise-peer-urls={}", me.peer_url),
         format!("--initial-cluster={initial_cluster}"),
-        "--initial-cluster-state=new".to_string(),
+        state.flag().to_string(),
         format!("--initial-cluster-token={token}"),
     ];
     flags.extend(extra.iter().cloned());
@@ -190,6 +212,38 @@ impl Member {
             .chain(self.args.iter().cloned())
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    /// Deletes the member's data dir, so that its next start is that of a new member (which
+    /// must then join through membership change, see [`Member::join_existing`]).
+    ///
+    /// # Errors
+    /// When the member runs, or the directory cannot be removed.
+    pub fn wipe_data_dir(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!(
+                "member {} runs: kill it before wiping its data dir",
+                self.addr.name
+            );
+        }
+        match std::fs::remove_dir_all(&self.data_dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {}", self.data_dir.display())),
+        }
+    }
+
+    /// From the next start on, the member joins a running cluster: `--initial-cluster-state
+    /// existing` and `--initial-cluster` set to `initial_cluster` (`name=peer-url,…`, as
+    /// `etcdctl member add` prints it). The member must have been added with MemberAdd.
+    pub fn join_existing(&mut self, initial_cluster: &str) {
+        for arg in &mut self.args {
+            if arg.starts_with("--initial-cluster=") {
+                *arg = format!("--initial-cluster={initial_cluster}");
+            } else if arg.starts_with("--initial-cluster-state=") {
+                *arg = ClusterState::Existing.flag().to_string();
+            }
+        }
     }
 
     /// The pid of the running process, if it runs (paused counts as running).
@@ -376,6 +430,8 @@ pub struct Cluster {
     members: Vec<Member>,
     config: ClusterConfig,
     dir: TempDir,
+    /// `--initial-cluster-token` of every member, also of those added later.
+    token: String,
 }
 
 impl fmt::Debug for Cluster {
@@ -397,9 +453,6 @@ impl Cluster {
     /// When `size` is 0, a binary cannot be spawned, or a member is not healthy within
     /// `startup_timeout` (the error holds its log tail). Started processes are killed.
     pub async fn start(config: ClusterConfig) -> Result<Cluster> {
-        if config.size == 0 {
-            bail!("a cluster needs at least one member");
-        }
         let mut last_err = None;
         for _ in 0..START_ATTEMPTS {
             match Self::start_once(config.clone()).await {
@@ -414,6 +467,22 @@ impl Cluster {
     }
 
     async fn start_once(config: ClusterConfig) -> Result<Cluster> {
+        let mut cluster = Self::prepare(config)?;
+        cluster.start_members().await?;
+        Ok(cluster)
+    }
+
+    /// Sets up `config.size` members on fresh loopback ports — temp dir, flags, empty data
+    /// dirs — without starting any, so a test can fill the data dirs first (e.g. `skiff
+    /// store restore`). Start them with [`Cluster::start_members`]; a lost port race is not
+    /// retried here.
+    ///
+    /// # Errors
+    /// When `size` is 0, or the temp dir or ports cannot be had.
+    pub fn prepare(config: ClusterConfig) -> Result<Cluster> {
+        if config.size == 0 {
+            bail!("a cluster needs at least one member");
+        }
         let dir = tempfile::Builder::new()
             .prefix(&format!("skiff-{}-", config.target.name()))
             .tempdir()
@@ -427,42 +496,97 @@ impl Cluster {
             })
             .collect();
         let token = format!("skiff-tests-{}-{}", std::process::id(), ports[0]);
-        let (program, leading) = config.target.command();
-        let mut members = Vec::with_capacity(config.size);
-        for addr in &addrs {
-            let data_dir = dir.path().join(&addr.name);
-            let mut args = leading.clone();
-            args.extend(member_flags(
-                addr,
-                &addrs,
-                &data_dir,
-                &token,
-                &config.extra_args,
-            ));
-            members.push(Member {
-                addr: addr.clone(),
-                log_path: dir.path().join(format!("{}.log", addr.name)),
-                data_dir,
-                program: program.clone(),
-                args,
-                child: None,
-                paused: false,
-            });
-        }
+        let initial_cluster = initial_cluster_of(&addrs);
         let mut cluster = Cluster {
-            members,
+            members: Vec::with_capacity(config.size),
             config,
             dir,
+            token,
         };
-        // All members must run before any can elect a leader and report healthy.
-        for m in &mut cluster.members {
-            m.start()?;
-        }
-        let timeout = cluster.config.startup_timeout;
-        for m in &mut cluster.members {
-            m.wait_healthy(timeout).await?;
+        for addr in addrs {
+            let m = cluster.new_member(addr, &initial_cluster, ClusterState::New);
+            cluster.members.push(m);
         }
         Ok(cluster)
+    }
+
+    fn new_member(&self, addr: MemberAddr, initial_cluster: &str, state: ClusterState) -> Member {
+        let (program, mut args) = self.config.target.command();
+        let data_dir = self.dir.path().join(&addr.name);
+        args.extend(member_flags(
+            &addr,
+            initial_cluster,
+            state,
+            &data_dir,
+            &self.token,
+            &self.config.extra_args,
+        ));
+        Member {
+            log_path: self.dir.path().join(format!("{}.log", addr.name)),
+            addr,
+            data_dir,
+            program,
+            args,
+            child: None,
+            paused: false,
+        }
+    }
+
+    /// Starts every member that does not run yet, then waits until each is healthy.
+    ///
+    /// # Errors
+    /// As [`Member::start`] and [`Member::wait_healthy`].
+    pub async fn start_members(&mut self) -> Result<()> {
+        // All members must run before any can elect a leader and report healthy.
+        for m in &mut self.members {
+            if !m.is_running() {
+                m.start()?;
+            }
+        }
+        let timeout = self.config.startup_timeout;
+        for m in &mut self.members {
+            m.wait_healthy(timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends a member `m<len>` on fresh ports that will join the running cluster
+    /// (`--initial-cluster-state existing`; `--initial-cluster` names the members that run
+    /// now and the new one). It is not started: add it first with MemberAdd (its
+    /// [`Member::peer_url`]), then [`Member::start`] it. Returns its index.
+    ///
+    /// # Errors
+    /// When no ports can be had.
+    pub fn add_member(&mut self) -> Result<usize> {
+        let ports = free_ports(2)?;
+        let i = self.members.len();
+        let addr = MemberAddr {
+            name: format!("m{i}"),
+            client_url: format!("http://127.0.0.1:{}", ports[0]),
+            peer_url: format!("http://127.0.0.1:{}", ports[1]),
+        };
+        let initial_cluster = initial_cluster_of(
+            self.members
+                .iter()
+                .filter(|m| m.is_running())
+                .map(|m| &m.addr)
+                .chain(std::iter::once(&addr)),
+        );
+        let m = self.new_member(addr, &initial_cluster, ClusterState::Existing);
+        self.members.push(m);
+        Ok(i)
+    }
+
+    /// `--initial-cluster` value naming the given members (`name=peer-url,…`).
+    ///
+    /// # Errors
+    /// When an index is out of range.
+    pub fn initial_cluster(&self, members: &[usize]) -> Result<String> {
+        let addrs = members
+            .iter()
+            .map(|&i| self.member(i).map(|m| &m.addr))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(initial_cluster_of(addrs))
     }
 
     /// The config the cluster was started with.
@@ -643,7 +767,8 @@ mod tests {
         let all = addrs(3);
         let flags = member_flags(
             &all[1],
-            &all,
+            &initial_cluster_of(&all),
+            ClusterState::New,
             Path::new("/d/m1"),
             "tok",
             &["--snapshot-count=5".to_string()],
@@ -664,6 +789,43 @@ mod tests {
                 "--snapshot-count=5",
             ]
         );
+    }
+
+    #[test]
+    fn join_existing_rewrites_only_the_cluster_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = addrs(2);
+        let mut m = fake_member(dir.path(), "true", &[]);
+        m.args = member_flags(
+            &all[0],
+            &initial_cluster_of(&all),
+            ClusterState::New,
+            Path::new("/d/m0"),
+            "tok",
+            &[],
+        );
+        m.join_existing("m0=http://127.0.0.1:2380,m9=http://x:1");
+        assert!(m
+            .args
+            .contains(&"--initial-cluster=m0=http://127.0.0.1:2380,m9=http://x:1".to_string()));
+        assert!(m
+            .args
+            .contains(&"--initial-cluster-state=existing".to_string()));
+        assert!(m.args.contains(&"--initial-cluster-token=tok".to_string()));
+        assert_eq!(m.args.len(), 9);
+    }
+
+    #[test]
+    fn wipe_refuses_a_running_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = fake_member(dir.path(), "sleep", &["30"]);
+        std::fs::create_dir_all(m.data_dir().join("member")).unwrap();
+        m.start().unwrap();
+        assert!(m.wipe_data_dir().is_err());
+        m.kill().unwrap();
+        m.wipe_data_dir().unwrap();
+        assert!(!m.data_dir().exists());
+        m.wipe_data_dir().unwrap(); // idempotent
     }
 
     #[test]

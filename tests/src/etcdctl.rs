@@ -103,6 +103,24 @@ impl Etcdctl {
         self.run_with_input(args, b"").await
     }
 
+    /// Starts a long-running `etcdctl --endpoints=... <args>` (e.g. `watch`) with stdout and
+    /// stderr piped and stdin closed. The child is killed when dropped; kill it by its pid
+    /// with [`tokio::process::Child::kill`] to end it earlier.
+    ///
+    /// # Errors
+    /// When it cannot be spawned.
+    pub fn spawn(&self, args: &[&str]) -> Result<tokio::process::Child> {
+        Command::new(&self.binary)
+            .args(self.command_args(args))
+            .env("ETCDCTL_API", "3")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning {}", self.binary.display()))
+    }
+
     /// Runs and insists on exit code 0; returns stdout.
     ///
     /// # Errors
