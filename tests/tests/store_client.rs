@@ -501,7 +501,6 @@ async fn watch_from_compacted_revision_is_canceled_and_resumes_from_compact_revi
 /// client that resumes from the `compact_revision` of a canceled watch — what the
 /// WatchResponse documentation points it to — is canceled a second time.
 #[tokio::test]
-#[ignore = "store bug: a watch from exactly the compact revision is canceled as compacted (etcd serves it)"]
 async fn watch_from_exactly_the_compact_revision_is_served() -> Result<()> {
     bounded(LIMIT, async {
         let cluster = common::start(1).await?;
@@ -786,7 +785,6 @@ async fn bad_requests_get_etcds_errors_and_the_member_keeps_serving() -> Result<
 /// message length too large: found 3145739 bytes, the limit is: 2097152 bytes"): a client
 /// retrying or classifying by code sees a different error class.
 #[tokio::test]
-#[ignore = "store bug: a message over the gRPC receive limit gets OutOfRange, etcd gives ResourceExhausted"]
 async fn message_over_the_grpc_limit_is_resource_exhausted() -> Result<()> {
     bounded(LIMIT, async {
         let cluster = common::start(1).await?;
