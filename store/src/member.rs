@@ -154,8 +154,7 @@ pub struct Member {
     started: Instant,
 }
 
-const ID_KEY: &[u8] = b"member_id";
-const CLUSTER_KEY: &[u8] = b"cluster_id";
+use crate::storage::schema::raft_meta::MEMBER_ID as ID_KEY;
 
 impl Member {
     /// Opens the data dir, determines the member and cluster ids, starts raft, and
@@ -179,7 +178,6 @@ impl Member {
             .get_cf(meta_cf, ID_KEY)?
             .map(|b| decode::<(u64, u64)>(&b))
             .transpose()?;
-        let _ = CLUSTER_KEY;
         let (id, cluster_id, fresh) = match stored_id {
             Some((id, cid)) => (id, cid, false),
             None => {
@@ -225,9 +223,8 @@ impl Member {
 
         if fresh && config.initial_cluster_state == crate::config::ClusterState::New {
             let mut members: BTreeMap<NodeId, MemberNode> = BTreeMap::new();
-            for (name, urls) in group_cluster(&config.initial_cluster) {
+            for (_, urls) in group_cluster(&config.initial_cluster) {
                 let mid = member_id(&urls, &config.initial_cluster_token, 0);
-                let _ = name;
                 members.insert(mid, MemberNode { peer_urls: urls });
             }
             match raft.initialize(members).await {
@@ -609,16 +606,13 @@ impl Member {
                     .map_err(membership_err)?;
             }
             Forward::MemberPromote(id) => {
-                let members = self.members();
-                let m = members
-                    .iter()
-                    .find(|m| m.id == id)
-                    .ok_or(StoreError::MemberNotFound)?;
+                if !self.members().iter().any(|m| m.id == id) {
+                    return Err(StoreError::MemberNotFound);
+                }
                 let raft_learner = !self.sm.meta.read().membership.voter_ids().any(|v| v == id);
                 if !raft_learner {
                     return Err(StoreError::MemberNotLearner);
                 }
-                let _ = m;
                 if !self.learner_ready(id) {
                     return Err(StoreError::LearnerNotReady);
                 }

@@ -9,7 +9,8 @@
 //! column family   key                                    value
 //! ─────────────   ─────────────────────────────────────  ─────────────────────────────────
 //! raft_log        index: u64 BE                          bincode(openraft Entry)
-//! raft_meta       "vote" | "purged" | "committed"        bincode(Vote | LogId | LogId)
+//! raft_meta       "vote" | "purged" | "committed" |      bincode(Vote | LogId | LogId |
+//!                 "member_id"                            (member id, cluster id))
 //! kv              memkey(user key) ‖ !main ‖ !sub         KvRecord (see mvcc::record)
 //! rev             main: u64 BE ‖ sub: u64 BE              user key (raw)
 //! lease           lease id: i64 BE                       LeaseRecord (bincode)
@@ -63,6 +64,9 @@ pub mod raft_meta {
     pub const PURGED: &[u8] = b"purged";
     /// The last known committed log id.
     pub const COMMITTED: &[u8] = b"committed";
+    /// `(member id, cluster id)`, written once when the data dir is created; its presence
+    /// means "restart", never "bootstrap again".
+    pub const MEMBER_ID: &[u8] = b"member_id";
 }
 
 /// `sm_meta` keys.
