@@ -91,6 +91,9 @@ impl ClientError {
     }
 }
 
+/// How long a call that could not connect waits before reporting it.
+pub const REFUSED_PAUSE: Duration = Duration::from_millis(100);
+
 /// The result of a call.
 pub type ClientResult<T> = Result<T, ClientError>;
 
@@ -158,7 +161,16 @@ impl Client {
     {
         match tokio::time::timeout(self.timeout, fut).await {
             Err(_) => Err(ClientError::Timeout(self.timeout)),
-            Ok(Err(status)) => Err(ClientError::from_status(status)),
+            Ok(Err(status)) => {
+                let err = ClientError::from_status(status);
+                if matches!(err, ClientError::NotSent(_)) {
+                    // A refused connection fails at once; pausing here keeps
+                    // clients of a dead member from spinning through the
+                    // run's op budget.
+                    tokio::time::sleep(REFUSED_PAUSE).await;
+                }
+                Err(err)
+            }
             Ok(Ok(response)) => Ok(response.into_inner()),
         }
     }

@@ -75,6 +75,8 @@ pub struct TestOptions {
 pub struct RunResult {
     /// The run folder.
     pub out: PathBuf,
+    /// The testbed slot the run used (its namespaces were `sjp<slot>n<i>`).
+    pub slot: u8,
     /// The combined verdict.
     pub verdict: Verdict,
     /// Operations in the history.
@@ -108,6 +110,7 @@ pub async fn run_test(opts: TestOptions) -> Result<RunResult> {
         bed.slot(),
         opts.out.display()
     );
+    let slot = bed.slot();
     let mut cluster = Cluster::start(
         &bed,
         opts.target.clone(),
@@ -209,6 +212,7 @@ pub async fn run_test(opts: TestOptions) -> Result<RunResult> {
     }
     let result = RunResult {
         out: opts.out.clone(),
+        slot,
         verdict: summary.verdict,
         ops: ops.len(),
         outcomes,
