@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use skiff_proto::etcdserverpb::{
     cluster_client::ClusterClient, compare, kv_client::KvClient, lease_client::LeaseClient,
-    maintenance_client::MaintenanceClient, request_op, watch_client::WatchClient, Compare,
-    CompactionRequest, DefragmentRequest, DeleteRangeRequest, LeaseGrantRequest,
+    maintenance_client::MaintenanceClient, request_op, watch_client::WatchClient,
+    CompactionRequest, Compare, DefragmentRequest, DeleteRangeRequest, LeaseGrantRequest,
     LeaseRevokeRequest, Member, MemberAddRequest, MemberListRequest, MemberRemoveRequest,
     PutRequest, RangeRequest, RangeResponse, RequestOp, StatusRequest, StatusResponse, TxnRequest,
     TxnResponse,
@@ -272,7 +272,9 @@ impl Client {
     /// As the call failed.
     pub async fn defragment(&self) -> ClientResult<()> {
         let mut m = MaintenanceClient::new(self.channel.clone());
-        self.call(m.defragment(DefragmentRequest {})).await.map(|_| ())
+        self.call(m.defragment(DefragmentRequest {}))
+            .await
+            .map(|_| ())
     }
 
     /// This member's status (its id, the leader it knows).
@@ -360,28 +362,44 @@ pub mod cmp {
 
     /// `value(key) == value`.
     pub fn value_eq(key: &str, value: &str) -> Compare {
-        let mut c = base(key, compare::CompareResult::Equal, compare::CompareTarget::Value);
+        let mut c = base(
+            key,
+            compare::CompareResult::Equal,
+            compare::CompareTarget::Value,
+        );
         c.target_union = Some(compare::TargetUnion::Value(value.as_bytes().to_vec()));
         c
     }
 
     /// `version(key) == 0`: the key does not exist.
     pub fn absent(key: &str) -> Compare {
-        let mut c = base(key, compare::CompareResult::Equal, compare::CompareTarget::Version);
+        let mut c = base(
+            key,
+            compare::CompareResult::Equal,
+            compare::CompareTarget::Version,
+        );
         c.target_union = Some(compare::TargetUnion::Version(0));
         c
     }
 
     /// `mod_revision(key) == rev`.
     pub fn mod_eq(key: &str, rev: i64) -> Compare {
-        let mut c = base(key, compare::CompareResult::Equal, compare::CompareTarget::Mod);
+        let mut c = base(
+            key,
+            compare::CompareResult::Equal,
+            compare::CompareTarget::Mod,
+        );
         c.target_union = Some(compare::TargetUnion::ModRevision(rev));
         c
     }
 
     /// `create_revision(key) == rev`.
     pub fn create_eq(key: &str, rev: i64) -> Compare {
-        let mut c = base(key, compare::CompareResult::Equal, compare::CompareTarget::Create);
+        let mut c = base(
+            key,
+            compare::CompareResult::Equal,
+            compare::CompareTarget::Create,
+        );
         c.target_union = Some(compare::TargetUnion::CreateRevision(rev));
         c
     }
@@ -416,10 +434,12 @@ pub mod op {
     /// A delete of one key.
     pub fn delete(key: &str) -> RequestOp {
         RequestOp {
-            request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-                key: key.as_bytes().to_vec(),
-                ..Default::default()
-            })),
+            request: Some(request_op::Request::RequestDeleteRange(
+                DeleteRangeRequest {
+                    key: key.as_bytes().to_vec(),
+                    ..Default::default()
+                },
+            )),
         }
     }
 }

@@ -185,7 +185,10 @@ impl Cluster {
                     continue;
                 }
             };
-            let Some(m) = list.iter().find(|m| m.name == name || m.peer_ur_ls.contains(&self.members[i].peer_url())) else {
+            let Some(m) = list
+                .iter()
+                .find(|m| m.name == name || m.peer_ur_ls.contains(&self.members[i].peer_url()))
+            else {
                 // Already gone (a removal whose answer was lost).
                 last = None;
                 break;

@@ -79,11 +79,26 @@ pub fn isolate(host: &Host, peers: &[Ipv4Addr]) -> Result<()> {
 /// # Errors
 /// If `nft` cannot list the tables.
 pub fn heal(host: &Host) -> Result<()> {
-    let tables = run_cmd("ip", &["netns", "exec", &host.netns, "nft", "list", "tables"])?;
-    if tables.lines().any(|l| l.trim() == format!("table inet {TABLE}")) {
+    let tables = run_cmd(
+        "ip",
+        &["netns", "exec", &host.netns, "nft", "list", "tables"],
+    )?;
+    if tables
+        .lines()
+        .any(|l| l.trim() == format!("table inet {TABLE}"))
+    {
         run_cmd(
             "ip",
-            &["netns", "exec", &host.netns, "nft", "delete", "table", "inet", TABLE],
+            &[
+                "netns",
+                "exec",
+                &host.netns,
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                TABLE,
+            ],
         )?;
     }
     Ok(())

@@ -16,7 +16,10 @@ use skiff_jepsen::verdict::Verdict;
 use skiff_jepsen::workload::WorkloadKind;
 
 #[derive(Parser)]
-#[command(name = "skiff-jepsen", about = "Fault-injection tests of Skiff's store and etcd")]
+#[command(
+    name = "skiff-jepsen",
+    about = "Fault-injection tests of Skiff's store and etcd"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -164,13 +167,14 @@ fn test(a: TestArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("skiff-jepsen: {e}");
-                return ExitCode::from(3);
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("skiff-jepsen: {e}");
+                    return ExitCode::from(3);
+                }
+            };
         // Dropping the run future on a signal removes the testbed and kills
         // the members (guards), before the process exits.
         tokio::select! {

@@ -127,7 +127,10 @@ impl Member {
                 cmd.env_remove(&key);
             }
         }
-        cmd.env("RUST_LOG", std::env::var("SJP_MEMBER_LOG").unwrap_or("info".into()));
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("SJP_MEMBER_LOG").unwrap_or("info".into()),
+        );
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {} in {}", self.name(), self.host.netns))?;

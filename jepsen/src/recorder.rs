@@ -197,7 +197,10 @@ impl Recorder {
         let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
         let _ = logs.history_file.flush();
         let _ = logs.nemesis_file.flush();
-        (History::from_events(logs.events.clone()), logs.nemesis.clone())
+        (
+            History::from_events(logs.events.clone()),
+            logs.nemesis.clone(),
+        )
     }
 }
 
@@ -224,7 +227,13 @@ mod tests {
         let r = Recorder::new(&dir, Duration::from_secs(60), 2).unwrap();
         let p = r.new_process();
         assert!(r.invoke(p, "k", Op::Write(1)));
-        r.complete(p, EventType::Info, "k", Op::Write(1), Some("timeout".into()));
+        r.complete(
+            p,
+            EventType::Info,
+            "k",
+            Op::Write(1),
+            Some("timeout".into()),
+        );
         let q = r.new_process();
         assert_ne!(p, q);
         assert!(r.invoke(q, "k", Op::Read(None)));

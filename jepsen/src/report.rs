@@ -66,13 +66,23 @@ pub fn windows(nemesis: &[NemesisRecord], end: u64) -> Vec<Window> {
             }
             NemesisPhase::Stop => {
                 if let Some(s) = open.take() {
-                    out.push((s.time, r.time.max(s.time), s.fault.clone(), s.description.clone()));
+                    out.push((
+                        s.time,
+                        r.time.max(s.time),
+                        s.fault.clone(),
+                        s.description.clone(),
+                    ));
                 }
             }
         }
     }
     if let Some(s) = open {
-        out.push((s.time, end.max(s.time), s.fault.clone(), s.description.clone()));
+        out.push((
+            s.time,
+            end.max(s.time),
+            s.fault.clone(),
+            s.description.clone(),
+        ));
     }
     out
 }
@@ -81,7 +91,9 @@ pub fn windows(nemesis: &[NemesisRecord], end: u64) -> Vec<Window> {
 fn lanes(ops: &[Operation], end: u64) -> (BTreeMap<u64, usize>, usize) {
     let mut spans: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     for op in ops {
-        let e = spans.entry(op.process).or_insert((op.invoke_time, op.invoke_time));
+        let e = spans
+            .entry(op.process)
+            .or_insert((op.invoke_time, op.invoke_time));
         e.0 = e.0.min(op.invoke_time);
         e.1 = e.1.max(op.complete_time.unwrap_or(end));
     }
@@ -283,7 +295,10 @@ fn throughput(ops: &[Operation], windows: &[Window], axis: &Axis) -> String {
         r#"<text x="2" y="{}" font-size="10">{max} /s</text><text x="2" y="{bottom}" font-size="10">0</text>"#,
         top + 8.0
     );
-    for (k, outcome) in [Outcome::Ok, Outcome::Fail, Outcome::Info].into_iter().enumerate() {
+    for (k, outcome) in [Outcome::Ok, Outcome::Fail, Outcome::Info]
+        .into_iter()
+        .enumerate()
+    {
         let pts: Vec<String> = counts
             .iter()
             .enumerate()
@@ -305,7 +320,12 @@ fn throughput(ops: &[Operation], windows: &[Window], axis: &Axis) -> String {
 }
 
 /// The whole report.
-pub fn render(title: &str, history: &History, nemesis: &[NemesisRecord], summary: &Summary) -> String {
+pub fn render(
+    title: &str,
+    history: &History,
+    nemesis: &[NemesisRecord],
+    summary: &Summary,
+) -> String {
     // A malformed history still gets plots of what pairs.
     let ops = history.operations().unwrap_or_default();
     let end = history
@@ -318,11 +338,13 @@ pub fn render(title: &str, history: &History, nemesis: &[NemesisRecord], summary
         .unwrap_or(1);
     let axis = Axis { end };
     let windows = windows(nemesis, end);
-    let (ok, fail, info) = ops.iter().fold((0, 0, 0), |(o, f, i), op| match op.outcome {
-        Outcome::Ok => (o + 1, f, i),
-        Outcome::Fail => (o, f + 1, i),
-        Outcome::Info => (o, f, i + 1),
-    });
+    let (ok, fail, info) = ops
+        .iter()
+        .fold((0, 0, 0), |(o, f, i), op| match op.outcome {
+            Outcome::Ok => (o + 1, f, i),
+            Outcome::Fail => (o, f + 1, i),
+            Outcome::Info => (o, f, i + 1),
+        });
     let verdict = format!("{:?}", summary.verdict).to_uppercase();
     let vcolour = match summary.verdict {
         crate::verdict::Verdict::Valid => "#2ca02c",
@@ -345,7 +367,14 @@ pub fn render(title: &str, history: &History, nemesis: &[NemesisRecord], summary
             .anomalies
             .iter()
             .take(20)
-            .map(|a| esc(&format!("[{}] {} {}", a.kind, a.key.as_deref().unwrap_or(""), a.message)))
+            .map(|a| {
+                esc(&format!(
+                    "[{}] {} {}",
+                    a.kind,
+                    a.key.as_deref().unwrap_or(""),
+                    a.message
+                ))
+            })
             .collect();
         anomalies.extend(r.notes.iter().map(|n| format!("<i>{}</i>", esc(n))));
         let _ = write!(
@@ -364,7 +393,9 @@ pub fn render(title: &str, history: &History, nemesis: &[NemesisRecord], summary
     html.push_str(&latency(&ops, &windows, &axis));
     html.push_str("<h2>Throughput</h2><p>Completions per second by outcome.</p>");
     html.push_str(&throughput(&ops, &windows, &axis));
-    html.push_str("<h2>Nemesis</h2><table><tr><th>from</th><th>to</th><th>fault</th><th>what</th></tr>");
+    html.push_str(
+        "<h2>Nemesis</h2><table><tr><th>from</th><th>to</th><th>fault</th><th>what</th></tr>",
+    );
     for (s, e, fault, desc) in &windows {
         let _ = write!(
             html,

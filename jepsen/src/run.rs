@@ -199,11 +199,13 @@ pub async fn run_test(opts: TestOptions) -> Result<RunResult> {
     )?;
 
     let ops = history.operations().unwrap_or_default();
-    let outcomes = ops.iter().fold((0, 0, 0), |(o, f, i), op| match op.outcome {
-        crate::history::Outcome::Ok => (o + 1, f, i),
-        crate::history::Outcome::Fail => (o, f + 1, i),
-        crate::history::Outcome::Info => (o, f, i + 1),
-    });
+    let outcomes = ops
+        .iter()
+        .fold((0, 0, 0), |(o, f, i), op| match op.outcome {
+            crate::history::Outcome::Ok => (o + 1, f, i),
+            crate::history::Outcome::Fail => (o, f + 1, i),
+            crate::history::Outcome::Info => (o, f, i + 1),
+        });
     let mut anomalies: std::collections::BTreeMap<String, u64> = Default::default();
     for r in &summary.results {
         for a in &r.anomalies {

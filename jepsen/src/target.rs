@@ -35,7 +35,12 @@ pub enum UnsafeMode {
 /// The skiff binary: `$SKIFF_BIN`, else `<workspace>/target/debug/skiff`.
 pub fn default_skiff_bin() -> PathBuf {
     std::env::var_os("SKIFF_BIN").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/skiff")),
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/debug/skiff"
+            ))
+        },
         PathBuf::from,
     )
 }
@@ -199,6 +204,8 @@ mod tests {
         t.unsafe_mode = None;
         let etcd = t.args(&m);
         assert_eq!(&skiff[1..skiff.len() - 1], &etcd[..]);
-        assert!(etcd.windows(2).any(|w| w == ["--initial-cluster-state", "existing"]));
+        assert!(etcd
+            .windows(2)
+            .any(|w| w == ["--initial-cluster-state", "existing"]));
     }
 }

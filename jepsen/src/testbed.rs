@@ -143,10 +143,15 @@ impl Testbed {
             self.hosts.push(host.clone());
             run_cmd(
                 "ip",
-                &["link", "add", &host.veth, "type", "veth", "peer", "name", &peer],
+                &[
+                    "link", "add", &host.veth, "type", "veth", "peer", "name", &peer,
+                ],
             )?;
             run_cmd("ip", &["link", "set", &peer, "netns", &host.netns])?;
-            run_cmd("ip", &["link", "set", &host.veth, "master", &self.bridge, "up"])?;
+            run_cmd(
+                "ip",
+                &["link", "set", &host.veth, "master", &self.bridge, "up"],
+            )?;
             let ns = host.netns.as_str();
             run_cmd("ip", &["-n", ns, "link", "set", &peer, "name", "eth0"])?;
             let addr = format!("{}/24", host.addr);

@@ -91,7 +91,13 @@ fn run(opts: TestOptions) -> RunResult {
         result.anomalies,
         result.errors
     );
-    for file in ["history.jsonl", "nemesis.jsonl", "results.json", "report.html", "run.json"] {
+    for file in [
+        "history.jsonl",
+        "nemesis.jsonl",
+        "results.json",
+        "report.html",
+        "run.json",
+    ] {
         assert!(result.out.join(file).is_file(), "{file} written");
     }
     let namespaces = run_cmd("ip", &["netns", "list"]).unwrap_or_default();
@@ -107,7 +113,9 @@ fn run(opts: TestOptions) -> RunResult {
 macro_rules! require {
     ($target:expr) => {
         if let Some(why) = cannot_run($target) {
-            eprintln!("SKIPPED: {why}; the jepsen smoke tests need root, ip, nft and the store binary");
+            eprintln!(
+                "SKIPPED: {why}; the jepsen smoke tests need root, ip, nft and the store binary"
+            );
             return;
         }
     };
@@ -117,7 +125,15 @@ macro_rules! require {
 fn skiff_register_under_partitions_is_linearizable() {
     require!(TargetKind::Skiff);
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let r = run(options("partition", TargetKind::Skiff, NemesisKind::Partition, PartitionMode::Random, None, 25, 6));
+    let r = run(options(
+        "partition",
+        TargetKind::Skiff,
+        NemesisKind::Partition,
+        PartitionMode::Random,
+        None,
+        25,
+        6,
+    ));
     assert!(r.faults >= 1, "a partition happened");
     assert_eq!(r.verdict, Verdict::Valid, "see {}", r.out.display());
     let _ = std::fs::remove_dir_all(&r.out);
@@ -127,7 +143,15 @@ fn skiff_register_under_partitions_is_linearizable() {
 fn skiff_register_under_kill_is_linearizable() {
     require!(TargetKind::Skiff);
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let r = run(options("kill", TargetKind::Skiff, NemesisKind::Kill, PartitionMode::Random, None, 25, 6));
+    let r = run(options(
+        "kill",
+        TargetKind::Skiff,
+        NemesisKind::Kill,
+        PartitionMode::Random,
+        None,
+        25,
+        6,
+    ));
     assert!(r.faults >= 1, "a kill happened");
     assert_eq!(r.verdict, Verdict::Valid, "see {}", r.out.display());
     let _ = std::fs::remove_dir_all(&r.out);
@@ -148,8 +172,17 @@ fn skiff_unsafe_local_reads_are_caught() {
         16,
         6,
     ));
-    assert_eq!(r.verdict, Verdict::Invalid, "stale reads caught; see {}", r.out.display());
-    assert!(r.anomalies.iter().any(|(k, _)| k == "nonlinearizable"), "{:?}", r.anomalies);
+    assert_eq!(
+        r.verdict,
+        Verdict::Invalid,
+        "stale reads caught; see {}",
+        r.out.display()
+    );
+    assert!(
+        r.anomalies.iter().any(|(k, _)| k == "nonlinearizable"),
+        "{:?}",
+        r.anomalies
+    );
     let _ = std::fs::remove_dir_all(&r.out);
 }
 
@@ -157,7 +190,15 @@ fn skiff_unsafe_local_reads_are_caught() {
 fn etcd_register_under_partitions_is_linearizable() {
     require!(TargetKind::Etcd);
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let r = run(options("etcd", TargetKind::Etcd, NemesisKind::Partition, PartitionMode::Leader, None, 15, 5));
+    let r = run(options(
+        "etcd",
+        TargetKind::Etcd,
+        NemesisKind::Partition,
+        PartitionMode::Leader,
+        None,
+        15,
+        5,
+    ));
     assert_eq!(r.verdict, Verdict::Valid, "see {}", r.out.display());
     let _ = std::fs::remove_dir_all(&r.out);
 }

@@ -83,7 +83,9 @@ async fn sleep_unless_done(recorder: &Recorder, d: Duration) {
 }
 
 fn window(rng: &mut StdRng, interval: Duration) -> Duration {
-    let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).max(2);
+    let ms = u64::try_from(interval.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(2);
     Duration::from_millis(rng.random_range(ms / 2..=ms))
 }
 
@@ -250,7 +252,10 @@ async fn start(
             recorder.nemesis(
                 NemesisPhase::Start,
                 "compaction",
-                &format!("compact at {revision} (head {head}) via {}, defragment all", cluster.members[via].name()),
+                &format!(
+                    "compact at {revision} (head {head}) via {}, defragment all",
+                    cluster.members[via].name()
+                ),
                 &cluster.names(),
             );
             let compacted = admin.compact(revision).await;
@@ -259,7 +264,12 @@ async fn start(
                 errors.push(format!("compact: {e}"));
             }
             for j in 0..n {
-                if let Err(e) = cluster.admin(j).with_timeout(Duration::from_secs(10)).defragment().await {
+                if let Err(e) = cluster
+                    .admin(j)
+                    .with_timeout(Duration::from_secs(10))
+                    .defragment()
+                    .await
+                {
                     errors.push(format!("defragment {}: {e}", cluster.members[j].name()));
                 }
             }
@@ -377,7 +387,10 @@ pub async fn heal_all(cluster: &mut Cluster, healthy_within: Duration) -> Result
             cluster.add_member(i).await
         };
         if let Err(e) = result {
-            errors.push(format!("bringing back {}: {e:#}", cluster.members[i].name()));
+            errors.push(format!(
+                "bringing back {}: {e:#}",
+                cluster.members[i].name()
+            ));
         }
     }
     if !healthy_within.is_zero() {

@@ -75,9 +75,13 @@ pub fn draw<R: Rng>(
 ) -> Partition {
     let n = node_names.len();
     let mode = match mode {
-        PartitionMode::Random => *[PartitionMode::Leader, PartitionMode::Halves, PartitionMode::Bridge]
-            .choose(rng)
-            .unwrap_or(&PartitionMode::Halves),
+        PartitionMode::Random => *[
+            PartitionMode::Leader,
+            PartitionMode::Halves,
+            PartitionMode::Bridge,
+        ]
+        .choose(rng)
+        .unwrap_or(&PartitionMode::Halves),
         m => m,
     };
     let mut order: Vec<usize> = (0..n).collect();

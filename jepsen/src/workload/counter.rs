@@ -35,7 +35,10 @@ async fn read(client: &Client, key: &str) -> Result<Option<i64>, ClientError> {
 /// # Errors
 /// If a client task panicked.
 pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<Output> {
-    spawn_workers(&ctx, ctx.concurrency, |ctx, w| async move { worker(ctx, w).await }).await?;
+    spawn_workers(&ctx, ctx.concurrency, |ctx, w| async move {
+        worker(ctx, w).await
+    })
+    .await?;
     ctx.wait_healed().await;
     for k in 0..ctx.keys.max(1) {
         let key = format!("c{k}");
@@ -63,8 +66,20 @@ async fn worker(ctx: Arc<Ctx>, w: usize) {
                 break;
             }
             match read(&client, &key).await {
-                Ok(v) => rec.complete(process, EventType::Ok, &key, Op::Read(Some(v.unwrap_or(0))), None),
-                Err(e) => rec.complete(process, EventType::Fail, &key, Op::Read(None), Some(e.to_string())),
+                Ok(v) => rec.complete(
+                    process,
+                    EventType::Ok,
+                    &key,
+                    Op::Read(Some(v.unwrap_or(0))),
+                    None,
+                ),
+                Err(e) => rec.complete(
+                    process,
+                    EventType::Fail,
+                    &key,
+                    Op::Read(None),
+                    Some(e.to_string()),
+                ),
             }
         } else {
             if !rec.invoke(process, &key, Op::Increment(None)) {
@@ -91,12 +106,21 @@ async fn increment(
             Ok(r) => r,
             Err(e) => {
                 // Nothing was written by this operation yet.
-                rec.complete(process, EventType::Fail, key, Op::Increment(None), Some(e.to_string()));
+                rec.complete(
+                    process,
+                    EventType::Fail,
+                    key,
+                    Op::Increment(None),
+                    Some(e.to_string()),
+                );
                 return process;
             }
         };
         let (compare, value) = match &kv {
-            Some(kv) => (cmp::mod_eq(&p, kv.mod_revision), parse_i64(&kv.value).unwrap_or(0)),
+            Some(kv) => (
+                cmp::mod_eq(&p, kv.mod_revision),
+                parse_i64(&kv.value).unwrap_or(0),
+            ),
             None => (cmp::absent(&p), 0),
         };
         let txn = TxnRequest {
@@ -106,7 +130,13 @@ async fn increment(
         };
         match client.txn(txn).await {
             Ok(r) if r.succeeded => {
-                rec.complete(process, EventType::Ok, key, Op::Increment(Some(value + 1)), None);
+                rec.complete(
+                    process,
+                    EventType::Ok,
+                    key,
+                    Op::Increment(Some(value + 1)),
+                    None,
+                );
                 return process;
             }
             Ok(_) => {

@@ -37,7 +37,10 @@ const ACQUIRE_ATTEMPTS: usize = 40;
 /// # Errors
 /// If a client task panicked.
 pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<Output> {
-    spawn_workers(&ctx, ctx.concurrency, |ctx, w| async move { worker(ctx, w).await }).await?;
+    spawn_workers(&ctx, ctx.concurrency, |ctx, w| async move {
+        worker(ctx, w).await
+    })
+    .await?;
     Ok(Output::default())
 }
 
@@ -96,7 +99,13 @@ async fn worker(ctx: Arc<Ctx>, w: usize) {
                 continue;
             }
             (None, None) => {
-                rec.complete(process, EventType::Fail, &lock, Op::Acquire(None), Some("lock busy".into()));
+                rec.complete(
+                    process,
+                    EventType::Fail,
+                    &lock,
+                    Op::Acquire(None),
+                    Some("lock busy".into()),
+                );
                 let _ = client.lease_revoke(lease).await;
                 continue;
             }
@@ -114,9 +123,17 @@ async fn worker(ctx: Arc<Ctx>, w: usize) {
                 failure: vec![],
             };
             match client.txn(txn).await {
-                Ok(r) if r.succeeded => rec.complete(process, EventType::Ok, &lock, Op::Act(fence), None),
+                Ok(r) if r.succeeded => {
+                    rec.complete(process, EventType::Ok, &lock, Op::Act(fence), None)
+                }
                 Ok(_) => {
-                    rec.complete(process, EventType::Fail, &lock, Op::Act(fence), Some("fence rejected".into()));
+                    rec.complete(
+                        process,
+                        EventType::Fail,
+                        &lock,
+                        Op::Act(fence),
+                        Some("fence rejected".into()),
+                    );
                     holding = false;
                     break;
                 }
@@ -137,8 +154,16 @@ async fn worker(ctx: Arc<Ctx>, w: usize) {
                 failure: vec![],
             };
             match client.txn(txn).await {
-                Ok(r) if r.succeeded => rec.complete(process, EventType::Ok, &lock, Op::Release(fence), None),
-                Ok(_) => rec.complete(process, EventType::Fail, &lock, Op::Release(fence), Some("not held".into())),
+                Ok(r) if r.succeeded => {
+                    rec.complete(process, EventType::Ok, &lock, Op::Release(fence), None)
+                }
+                Ok(_) => rec.complete(
+                    process,
+                    EventType::Fail,
+                    &lock,
+                    Op::Release(fence),
+                    Some("not held".into()),
+                ),
                 Err(e) => process = complete_error(&rec, process, &lock, Op::Release(fence), &e),
             }
         }

@@ -168,13 +168,7 @@ pub fn check(
 /// Completes a write-like operation after an error: `fail` if it certainly
 /// did not happen, else `info`. Returns the process to use next (fresh
 /// after `info`).
-pub fn complete_error(
-    rec: &Recorder,
-    process: u64,
-    key: &str,
-    op: Op,
-    err: &ClientError,
-) -> u64 {
+pub fn complete_error(rec: &Recorder, process: u64, key: &str, op: Op, err: &ClientError) -> u64 {
     if err.is_definite() {
         rec.complete(process, EventType::Fail, key, op, Some(err.to_string()));
         process
@@ -222,7 +216,9 @@ where
                     rec.complete(p, EventType::Ok, key, op, None);
                     return Some(value);
                 }
-                Err(e) => rec.complete(p, EventType::Fail, key, invoke.clone(), Some(e.to_string())),
+                Err(e) => {
+                    rec.complete(p, EventType::Fail, key, invoke.clone(), Some(e.to_string()))
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -239,9 +235,12 @@ where
     F: Fn(Arc<Ctx>, usize) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let handles: Vec<_> = (0..n).map(|w| tokio::spawn(worker(ctx.clone(), w))).collect();
+    let handles: Vec<_> = (0..n)
+        .map(|w| tokio::spawn(worker(ctx.clone(), w)))
+        .collect();
     for h in handles {
-        h.await.map_err(|e| anyhow::anyhow!("client task failed: {e}"))?;
+        h.await
+            .map_err(|e| anyhow::anyhow!("client task failed: {e}"))?;
     }
     Ok(())
 }

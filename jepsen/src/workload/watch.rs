@@ -20,9 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use skiff_proto::etcdserverpb::{
-    watch_request, RangeRequest, WatchCreateRequest, WatchRequest,
-};
+use skiff_proto::etcdserverpb::{watch_request, RangeRequest, WatchCreateRequest, WatchRequest};
 use skiff_proto::mvccpb;
 use tokio::sync::watch as signal;
 
@@ -118,14 +116,16 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<Output> {
         }
         None => None,
     };
-    let until = sentinel.map_or(
-        (i64::MAX, Instant::now()),
-        |s| (s, Instant::now() + Duration::from_secs(30)),
-    );
+    let until = sentinel.map_or((i64::MAX, Instant::now()), |s| {
+        (s, Instant::now() + Duration::from_secs(30))
+    });
     let _ = until_tx.send(Some(until));
     let mut clients = Vec::new();
     for w in watchers {
-        clients.extend(w.await.map_err(|e| anyhow::anyhow!("watcher task failed: {e}"))?);
+        clients.extend(
+            w.await
+                .map_err(|e| anyhow::anyhow!("watcher task failed: {e}"))?,
+        );
     }
     let writes = writes.lock().map(|w| w.clone()).unwrap_or_default();
     Ok(Output {
@@ -151,7 +151,12 @@ fn put_event(key: &str, value: &str, revision: i64) -> WatchEvent {
     }
 }
 
-async fn writer(ctx: Arc<Ctx>, w: usize, writes: Arc<Mutex<Vec<WatchEvent>>>, next: Arc<AtomicI64>) {
+async fn writer(
+    ctx: Arc<Ctx>,
+    w: usize,
+    writes: Arc<Mutex<Vec<WatchEvent>>>,
+    next: Arc<AtomicI64>,
+) {
     let rec = ctx.recorder.clone();
     let client = ctx.client_for(w).clone();
     let mut rng = ctx.rng(w);
@@ -200,7 +205,11 @@ fn convert(ev: &mvccpb::Event) -> Option<WatchEvent> {
     Some(WatchEvent {
         revision: kv.mod_revision,
         key: String::from_utf8_lossy(&kv.key).into_owned(),
-        kind: if delete { ChangeKind::Delete } else { ChangeKind::Put },
+        kind: if delete {
+            ChangeKind::Delete
+        } else {
+            ChangeKind::Put
+        },
         value: (!delete).then(|| String::from_utf8_lossy(&kv.value).into_owned()),
         create_revision: if delete { 0 } else { kv.create_revision },
         mod_revision: kv.mod_revision,
@@ -248,12 +257,14 @@ async fn watcher(
         let client = &ctx.clients[member % n];
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let create = WatchRequest {
-            request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
-                key: PREFIX.as_bytes().to_vec(),
-                range_end: prefix_end(PREFIX.as_bytes()),
-                start_revision: next,
-                ..Default::default()
-            })),
+            request_union: Some(watch_request::RequestUnion::CreateRequest(
+                WatchCreateRequest {
+                    key: PREFIX.as_bytes().to_vec(),
+                    range_end: prefix_end(PREFIX.as_bytes()),
+                    start_revision: next,
+                    ..Default::default()
+                },
+            )),
         };
         if tx.send(create).await.is_err() {
             break;
