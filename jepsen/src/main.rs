@@ -31,6 +31,11 @@ enum Command {
     Test(TestArgs),
     /// Remove namespaces, links and processes left by killed runs.
     Cleanup,
+    /// Render report.html again from a run folder's files.
+    Report {
+        /// The run folder.
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -115,7 +120,33 @@ fn main() -> ExitCode {
             }
         },
         Command::Test(args) => test(args),
+        Command::Report { dir } => match rerender(&dir) {
+            Ok(()) => {
+                println!("{}", dir.join("report.html").display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("skiff-jepsen report: {e:#}");
+                ExitCode::from(3)
+            }
+        },
     }
+}
+
+fn rerender(dir: &std::path::Path) -> anyhow::Result<()> {
+    let history = skiff_jepsen::history::History::load(&dir.join("history.jsonl"))?;
+    let nemesis = skiff_jepsen::recorder::load_nemesis_log(&dir.join("nemesis.jsonl"))?;
+    let summary: skiff_jepsen::verdict::Summary =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json"))?)?;
+    let title = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    std::fs::write(
+        dir.join("report.html"),
+        skiff_jepsen::report::render(&title, &history, &nemesis, &summary),
+    )?;
+    Ok(())
 }
 
 fn test(a: TestArgs) -> ExitCode {

@@ -147,7 +147,7 @@ impl Axis {
             let (x1, x2) = (self.x(*s), self.x(*e));
             let _ = write!(
                 svg,
-                r#"<rect x="{x1:.1}" y="{top}" width="{:.1}" height="{}" fill="{}" fill-opacity="0.15"><title>{}</title></rect>"#,
+                r#"<rect x="{x1:.1}" y="{top}" width="{:.1}" height="{}" fill="{}" fill-opacity="0.2"><title>{}</title></rect>"#,
                 (x2 - x1).max(1.0),
                 bottom - top,
                 fault_colour(fault),
@@ -170,14 +170,13 @@ impl Axis {
 fn timeline(ops: &[Operation], windows: &[Window], axis: &Axis) -> String {
     let (lane_of, n_lanes) = lanes(ops, axis.end);
     let lane_h = (400.0 / n_lanes.max(1) as f64).clamp(3.0, 14.0);
-    let top = 15.0;
+    let top = 27.0;
     let bottom = top + lane_h * n_lanes as f64;
     let mut svg = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{}">"#,
         bottom + 20.0
     );
     axis.ticks(&mut svg, top, bottom);
-    axis.shade(&mut svg, windows, top, bottom, true);
     let stride = ops.len().div_ceil(MAX_BARS).max(1);
     let titles = ops.len() <= 5000;
     for op in ops.iter().step_by(stride) {
@@ -214,6 +213,8 @@ fn timeline(ops: &[Operation], windows: &[Window], axis: &Axis) -> String {
         }
         svg.push_str("</rect>");
     }
+    // Over the bars: dense bars would hide it underneath.
+    axis.shade(&mut svg, windows, top - 12.0, bottom, true);
     let _ = write!(
         svg,
         r#"<text x="2" y="{}" font-size="10">{n_lanes} clients</text></svg>"#,
