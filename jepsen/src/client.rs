@@ -8,7 +8,7 @@
 //! sending — a timeout, a dropped connection, "leader changed" — may or may
 //! not have taken effect, and a write that ends so is an `info`.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use skiff_proto::etcdserverpb::{
@@ -22,7 +22,7 @@ use skiff_proto::etcdserverpb::{
 use skiff_proto::mvccpb::KeyValue;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::testbed::is_allowed_target;
+use crate::testbed::{gateway_of, is_allowed_target};
 
 /// Why a call failed, by what it means for the request's outcome.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -80,7 +80,8 @@ impl ClientError {
             && (lower.contains("tcp connect error")
                 || lower.contains("connection refused")
                 || lower.contains("error trying to connect")
-                || lower.contains("no route to host"))
+                || lower.contains("no route to host")
+                || lower.contains("cannot assign requested address"))
         {
             return ClientError::NotSent(text);
         }
@@ -134,7 +135,10 @@ impl Client {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .expect("a socket address is a valid URI")
             .connect_timeout(timeout / 2)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // From the bridge address only: with the bridge gone, connecting
+            // fails rather than routing the subnet out of the machine.
+            .local_address(gateway_of(ip).map(IpAddr::V4));
         Self {
             addr,
             channel: endpoint.connect_lazy(),

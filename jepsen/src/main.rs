@@ -106,11 +106,13 @@ fn main() -> ExitCode {
         Command::Cleanup => match cleanup_leftovers() {
             Ok(c) => {
                 println!(
-                    "removed {} namespaces {:?}, {} links {:?}",
+                    "removed {} namespaces {:?}, {} links {:?}, {} nftables tables {:?}",
                     c.namespaces.len(),
                     c.namespaces,
                     c.links.len(),
-                    c.links
+                    c.links,
+                    c.tables.len(),
+                    c.tables
                 );
                 ExitCode::SUCCESS
             }

@@ -21,7 +21,8 @@
 //! [`Testbed`] is the guard: dropping it (also while unwinding from a panic,
 //! or when the run future is dropped on Ctrl-C) kills every process left in
 //! its namespaces by pid and deletes the namespaces (and with them their
-//! nftables tables and veth ends) and the bridge.
+//! nftables tables and veth ends), the bridge, and the slot's guard table in
+//! the root namespace (see [`crate::firewall`]).
 
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
@@ -72,6 +73,15 @@ pub fn is_allowed_target(addr: Ipv4Addr) -> bool {
     addr.is_loopback() || (u32::from(addr) & mask) == (u32::from(net) & mask)
 }
 
+/// The bridge address of the slot `addr` belongs to (`10.77.s.1`), for
+/// addresses in the namespace subnet. Clients bind to it: if the bridge is
+/// gone, their connections fail instead of leaving through the default
+/// route.
+pub fn gateway_of(addr: Ipv4Addr) -> Option<Ipv4Addr> {
+    let [a, b, s, _] = addr.octets();
+    (is_allowed_target(addr) && !addr.is_loopback()).then_some(Ipv4Addr::new(a, b, s, 1))
+}
+
 /// Runs a command to completion; its stdout on success.
 ///
 /// # Errors
@@ -106,9 +116,14 @@ impl Testbed {
         let mut slot = None;
         for s in 1..=250u8 {
             let bridge = format!("{PREFIX}{s}br");
-            if run_cmd("ip", &["link", "add", &bridge, "type", "bridge"]).is_ok() {
-                slot = Some(s);
-                break;
+            match run_cmd("ip", &["link", "add", &bridge, "type", "bridge"]) {
+                Ok(_) => {
+                    slot = Some(s);
+                    break;
+                }
+                // Taken by another run: try the next slot.
+                Err(e) if e.to_string().contains("exists") => continue,
+                Err(e) => return Err(e.context("creating the testbed bridge (root needed)")),
             }
         }
         let Some(slot) = slot else {
@@ -126,6 +141,7 @@ impl Testbed {
     }
 
     fn setup(&mut self, n: usize) -> Result<()> {
+        crate::firewall::install_guard(self.slot, &self.bridge)?;
         let gw = format!("{}/24", self.gateway);
         run_cmd("ip", &["addr", "add", &gw, "dev", &self.bridge])?;
         run_cmd("ip", &["link", "set", &self.bridge, "up"])?;
@@ -188,6 +204,10 @@ impl Testbed {
         if let Err(e) = run_cmd("ip", &["link", "del", &self.bridge]) {
             eprintln!("skiff-jepsen: removing {}: {e:#}", self.bridge);
         }
+        // Last: it guarded the subnet while anything could still send to it.
+        if let Err(e) = crate::firewall::remove_guard(self.slot) {
+            eprintln!("skiff-jepsen: removing the guard table: {e:#}");
+        }
     }
 }
 
@@ -223,11 +243,13 @@ pub struct Cleaned {
     pub namespaces: Vec<String>,
     /// Links (bridges, veths) deleted.
     pub links: Vec<String>,
+    /// Root-namespace nftables tables (guards) deleted.
+    pub tables: Vec<String>,
 }
 
-/// Removes every namespace and link whose name starts with [`PREFIX`]
-/// (killing the processes inside the namespaces first): what a harness
-/// killed with SIGKILL left behind.
+/// Removes every namespace, link and root-namespace nftables table whose
+/// name starts with [`PREFIX`] (killing the processes inside the namespaces
+/// first): what a harness killed with SIGKILL left behind.
 ///
 /// # Errors
 /// If the namespaces or links cannot be listed.
@@ -262,6 +284,12 @@ pub fn cleanup_leftovers() -> Result<Cleaned> {
             }
         }
     }
+    for (family, name) in crate::firewall::leftover_tables()? {
+        match run_cmd("nft", &["delete", "table", &family, &name]) {
+            Ok(_) => cleaned.tables.push(name),
+            Err(e) => eprintln!("skiff-jepsen: {e:#}"),
+        }
+    }
     Ok(cleaned)
 }
 
@@ -280,5 +308,10 @@ mod tests {
         assert!(!is_allowed_target(Ipv4Addr::new(10, 78, 3, 11)));
         assert!(!is_allowed_target(Ipv4Addr::new(192, 168, 1, 1)));
         assert!(!is_allowed_target(Ipv4Addr::new(8, 8, 8, 8)));
+        assert_eq!(
+            gateway_of(Ipv4Addr::new(10, 77, 3, 11)),
+            Some(Ipv4Addr::new(10, 77, 3, 1))
+        );
+        assert_eq!(gateway_of(Ipv4Addr::LOCALHOST), None);
     }
 }

@@ -40,9 +40,10 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<Output> {
     })
     .await?;
     ctx.wait_healed().await;
+    let mut failed = false;
     for k in 0..ctx.keys.max(1) {
         let key = format!("c{k}");
-        final_read(&ctx, &key, 20, Op::Read(None), |c| {
+        let read = final_read(&ctx, &key, 20, Op::Read(None), |c| {
             let key = key.clone();
             async move {
                 let v = read(&c, &key).await?;
@@ -50,8 +51,12 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<Output> {
             }
         })
         .await;
+        failed |= read.is_none();
     }
-    Ok(Output::default())
+    Ok(Output {
+        final_read_failed: failed,
+        ..Output::default()
+    })
 }
 
 async fn worker(ctx: Arc<Ctx>, w: usize) {

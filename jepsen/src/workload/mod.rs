@@ -94,6 +94,9 @@ impl Ctx {
 pub struct Output {
     /// The watch workload's record.
     pub watch_log: Option<WatchLog>,
+    /// A final read found no member to answer: the last read of the run
+    /// stands in for it, so "lost" (and "doubled") are not meaningful.
+    pub final_read_failed: bool,
 }
 
 /// Runs a workload through both phases.
@@ -135,12 +138,12 @@ pub fn check(
                 stale_is_invalid: true,
             };
             match checker::set::check_history(history, opts) {
-                Ok(report) => vec![report.to_check_result()],
+                Ok(report) => vec![without_final_read(report.to_check_result(), output)],
                 Err(e) => malformed(&e),
             }
         }
         WorkloadKind::Counter => match checker::counter::check_history(history) {
-            Ok(report) => vec![report.to_check_result()],
+            Ok(report) => vec![without_final_read(report.to_check_result(), output)],
             Err(e) => malformed(&e),
         },
         WorkloadKind::Lock => match checker::lock::check_history(history) {
@@ -163,6 +166,24 @@ pub fn check(
             results
         }
     }
+}
+
+/// Without a final read, anomalies that compare against the final value
+/// ("lost", "doubled") only say the last read came early: such a verdict
+/// is unknown, not invalid. Other anomalies stand.
+fn without_final_read(mut result: CheckResult, output: &Output) -> CheckResult {
+    if !output.final_read_failed {
+        return result;
+    }
+    result.note("the final read failed on every member; the last read of the run stood in for it");
+    let only_final = result
+        .anomalies
+        .iter()
+        .all(|a| a.kind == "lost" || a.kind == "doubled");
+    if result.verdict == Verdict::Invalid && only_final && result.anomalies_omitted == 0 {
+        result.verdict = Verdict::Unknown;
+    }
+    result
 }
 
 /// Completes a write-like operation after an error: `fail` if it certainly

@@ -51,12 +51,15 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<Output> {
     })
     .await?;
     ctx.wait_healed().await;
-    final_read(&ctx, KEY, 20, Op::ReadSet(None), |c| async move {
+    let read = final_read(&ctx, KEY, 20, Op::ReadSet(None), |c| async move {
         let set = read_set(&c).await?;
         Ok(((), Op::ReadSet(Some(set))))
     })
     .await;
-    Ok(Output::default())
+    Ok(Output {
+        final_read_failed: read.is_none(),
+        ..Output::default()
+    })
 }
 
 async fn worker(ctx: Arc<Ctx>, w: usize, next: Arc<AtomicI64>) {

@@ -129,6 +129,7 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<Output> {
     }
     let writes = writes.lock().map(|w| w.clone()).unwrap_or_default();
     Ok(Output {
+        final_read_failed: false,
         watch_log: Some(WatchLog {
             prefix: PREFIX.to_owned(),
             initial: Some(initial),
