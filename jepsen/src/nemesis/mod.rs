@@ -236,10 +236,17 @@ async fn start(
                 &format!("remove {name}, wipe its data dir"),
                 std::slice::from_ref(&name),
             );
-            cluster
-                .remove_member(i)
-                .await
-                .with_context(|| format!("removing {name}"))?;
+            // etcd refuses to remove a member until the rest has been
+            // connected for 5 s ("unhealthy cluster"): retry, bounded.
+            let mut removed = cluster.remove_member(i).await;
+            for _ in 0..20 {
+                if removed.is_ok() || recorder.done() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                removed = cluster.remove_member(i).await;
+            }
+            removed.with_context(|| format!("removing {name}"))?;
             Ok(Active::Membership(i))
         }
         NemesisKind::Compaction => {
