@@ -265,3 +265,55 @@ where
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::Anomaly;
+
+    #[test]
+    fn a_missing_final_read_makes_lost_unknown_but_keeps_other_anomalies() {
+        let failed = Output {
+            final_read_failed: true,
+            ..Output::default()
+        };
+        let mut lost = CheckResult::new("set", Verdict::Invalid);
+        lost.anomaly(Anomaly::new("lost", Some("set"), "element 3"));
+        assert_eq!(
+            without_final_read(lost.clone(), &failed).verdict,
+            Verdict::Unknown
+        );
+        assert_eq!(
+            without_final_read(lost.clone(), &Output::default()).verdict,
+            Verdict::Invalid
+        );
+        let mut stale = lost;
+        stale.anomaly(Anomaly::new("stale", Some("set"), "element 4"));
+        assert_eq!(without_final_read(stale, &failed).verdict, Verdict::Invalid);
+    }
+
+    #[test]
+    fn unknown_outcomes_get_a_fresh_process() {
+        let dir = std::env::temp_dir().join(format!("sjp-wl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rec = Recorder::new(&dir, Duration::from_secs(60), 100).unwrap();
+        let p = rec.new_process();
+        assert!(rec.invoke(p, "k", Op::Write(1)));
+        let refused = ClientError::NotSent("connection refused".into());
+        assert_eq!(complete_error(&rec, p, "k", Op::Write(1), &refused), p);
+        assert!(rec.invoke(p, "k", Op::Write(2)));
+        let q = complete_error(
+            &rec,
+            p,
+            "k",
+            Op::Write(2),
+            &ClientError::Timeout(Duration::from_secs(1)),
+        );
+        assert_ne!(q, p);
+        let (h, _) = rec.snapshot();
+        let ops = h.operations().unwrap();
+        assert_eq!(ops[0].outcome, crate::history::Outcome::Fail);
+        assert_eq!(ops[1].outcome, crate::history::Outcome::Info);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
