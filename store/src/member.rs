@@ -313,6 +313,8 @@ impl Member {
         r.set_timeout(self.config.request_timeout);
         let resp = client.forward(r).await.map_err(|s| match s.code() {
             tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => StoreError::Timeout,
+            // Could not connect: the request was never sent, so it is safe to retry.
+            tonic::Code::Unavailable if is_connect_error(&s) => StoreError::NoLeader,
             _ => StoreError::Unavailable(format!(
                 "etcdserver: forwarding to the leader failed: {}",
                 s.message()
@@ -353,17 +355,17 @@ impl Member {
         Ok(r)
     }
 
+    /// Proposes at the leader, wherever it is. Retries only failures that prove the
+    /// request never reached the log — this member or the one it asked was not the
+    /// leader, no leader is known, the leader could not be connected to — so a retry can
+    /// never apply a write twice. The caller's timeout bounds the retries.
     async fn propose_inner(&self, req: Request) -> Result<ApplyResult> {
-        for attempt in 0..3 {
-            if self.is_leader() {
+        loop {
+            let err = if self.is_leader() {
                 match self.raft.client_write(req.clone()).await {
                     Ok(resp) => return Ok(resp.data),
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                        // Lost leadership before the entry was appended: safe to retry.
-                        if attempt == 2 {
-                            return Err(StoreError::LeaderChanged);
-                        }
-                        continue;
+                        StoreError::LeaderChanged
                     }
                     Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                         return Err(StoreError::Internal(e.to_string()))
@@ -372,17 +374,24 @@ impl Member {
                         return Err(StoreError::Unavailable(format!("raft stopped: {e}")))
                     }
                 }
-            }
-            match self.forward(None, &Forward::Propose(req.clone())).await? {
-                ForwardReply::Applied(r) => return Ok(r),
-                other => {
-                    return Err(StoreError::Internal(format!(
-                        "unexpected forward reply {other:?}"
-                    )))
+            } else {
+                match self.forward(None, &Forward::Propose(req.clone())).await {
+                    Ok(ForwardReply::Applied(r)) => return Ok(r),
+                    Ok(other) => {
+                        return Err(StoreError::Internal(format!(
+                            "unexpected forward reply {other:?}"
+                        )))
+                    }
+                    Err(e) => e,
                 }
+            };
+            match err {
+                StoreError::LeaderChanged | StoreError::NoLeader => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                e => return Err(e),
             }
         }
-        Err(StoreError::LeaderChanged)
     }
 
     /// Blocks until this member's state reflects every write acknowledged before the
@@ -394,10 +403,21 @@ impl Member {
         if self.config.unsafe_local_reads {
             return Ok(());
         }
-        let index = tokio::time::timeout(self.config.request_timeout, self.read_barrier.round())
-            .await
-            .map_err(|_| StoreError::Timeout)??;
-        self.wait_applied(index).await
+        let deadline = Instant::now() + self.config.request_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.read_barrier.round()).await {
+                Err(_) => return Err(StoreError::Timeout),
+                Ok(Ok(index)) => return self.wait_applied(index).await,
+                // The leader moved or is not known yet: a later round may succeed.
+                Ok(Err(StoreError::LeaderChanged | StoreError::NoLeader | StoreError::Timeout))
+                    if Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(Err(e)) => return Err(e),
+            }
+        }
     }
 
     async fn wait_applied(&self, index: u64) -> Result<()> {
@@ -790,6 +810,12 @@ impl Member {
     }
 }
 
+/// Whether a transport failure happened before the request left this member.
+fn is_connect_error(s: &tonic::Status) -> bool {
+    let m = s.message().to_ascii_lowercase();
+    m.contains("connect") || m.contains("connection refused")
+}
+
 fn membership_err<E: std::fmt::Display>(e: E) -> StoreError {
     let s = e.to_string();
     if s.contains("ForwardToLeader") || s.contains("forward") {
@@ -906,7 +932,12 @@ async fn read_barrier_loop(member: Arc<Member>, mut shutdown: tokio::sync::watch
         while let Ok(w) = rx.try_recv() {
             waiters.push(w);
         }
-        let r = member.read_index_round().await;
+        // A round that cannot finish (its leader vanished) must not hold up the reads
+        // queued behind it for a whole request timeout.
+        let round_timeout = (member.config.election_timeout * 2).max(Duration::from_millis(500));
+        let r = tokio::time::timeout(round_timeout, member.read_index_round())
+            .await
+            .unwrap_or(Err(StoreError::Timeout));
         member.metrics.read_index_rounds.inc();
         member.metrics.read_index_reads.inc_by(waiters.len() as u64);
         for w in waiters {
