@@ -15,9 +15,9 @@ use skiff_proto::etcdserverpb::{
     cluster_client::ClusterClient, compare, kv_client::KvClient, lease_client::LeaseClient,
     maintenance_client::MaintenanceClient, request_op, watch_client::WatchClient,
     CompactionRequest, Compare, DefragmentRequest, DeleteRangeRequest, LeaseGrantRequest,
-    LeaseRevokeRequest, Member, MemberAddRequest, MemberListRequest, MemberRemoveRequest,
-    PutRequest, RangeRequest, RangeResponse, RequestOp, StatusRequest, StatusResponse, TxnRequest,
-    TxnResponse,
+    LeaseKeepAliveRequest, LeaseRevokeRequest, Member, MemberAddRequest, MemberListRequest,
+    MemberRemoveRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, StatusRequest,
+    StatusResponse, TxnRequest, TxnResponse,
 };
 use skiff_proto::mvccpb::KeyValue;
 use tonic::transport::{Channel, Endpoint};
@@ -337,6 +337,55 @@ impl Client {
             .call(l.lease_grant(LeaseGrantRequest { ttl, id: 0 }))
             .await?;
         Ok(r.id)
+    }
+
+    /// Grants a lease of `ttl` seconds; returns its id and the TTL the
+    /// server granted.
+    ///
+    /// # Errors
+    /// As the call failed.
+    pub async fn lease_grant_with_ttl(&self, ttl: i64) -> ClientResult<(i64, i64)> {
+        let mut l = LeaseClient::new(self.channel.clone());
+        let r = self
+            .call(l.lease_grant(LeaseGrantRequest { ttl, id: 0 }))
+            .await?;
+        Ok((r.id, r.ttl))
+    }
+
+    /// Renews a lease once: opens a keep-alive stream, sends one request and
+    /// waits for its response (all within the timeout), then closes the
+    /// stream. Returns the TTL the server answered (`0` or less: the lease
+    /// was not found).
+    ///
+    /// # Errors
+    /// As the call failed; a stream that ends without a response is a
+    /// [`ClientError::Status`] (`Unavailable`, outcome unknown).
+    pub async fn lease_keep_alive_once(&self, id: i64) -> ClientResult<i64> {
+        let mut l = LeaseClient::new(self.channel.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        // The request stream stays open until the response arrived (`tx`
+        // lives to the end of this function), so the server never sees the
+        // stream end before it answered.
+        if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+            return Err(ClientError::NotSent(
+                "keep-alive request channel closed".into(),
+            ));
+        }
+        let ended = || ClientError::Status {
+            code: tonic::Code::Unavailable,
+            message: "keep-alive stream ended without a response".into(),
+        };
+        let exchange = async {
+            let mut responses = l
+                .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await?
+                .into_inner();
+            let first = responses.message().await?;
+            Ok::<_, tonic::Status>(tonic::Response::new(first))
+        };
+        let r = self.call(exchange).await?;
+        drop(tx);
+        r.map(|r| r.ttl).ok_or_else(ended)
     }
 
     /// Revokes a lease.

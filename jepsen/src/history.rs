@@ -57,6 +57,32 @@ pub struct Cas {
     pub new: i64,
 }
 
+/// A lease grant: the requested TTL, and on an `ok` completion the lease
+/// the server granted and the TTL it granted (which may be longer than
+/// requested: servers enforce a minimum).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Grant {
+    /// Requested TTL in seconds.
+    pub ttl: i64,
+    /// The lease id (completion only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<i64>,
+    /// The TTL the server granted, in seconds (completion only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_ttl: Option<i64>,
+}
+
+/// One keep-alive of a lease: on an `ok` completion, the TTL the server
+/// returned (`0` or less: the lease was not found, i.e. it had ended).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KeepAlive {
+    /// The lease.
+    pub lease: i64,
+    /// The TTL returned, in seconds (completion only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<i64>,
+}
+
 /// The function of an operation and its value, typed.
 ///
 /// Serialised as two fields of the event, `f` (the kebab-case name) and
@@ -91,6 +117,17 @@ pub enum Op {
     /// An observation that the lease behind a fence expired (its lock key
     /// vanished); the completion time is when it was observed.
     Expire(i64),
+    /// Grants a lease (the event's key names the lease for people, e.g.
+    /// `w1-7`; the lease's identity is the id in the completion).
+    LeaseGrant(Grant),
+    /// Puts the event's key attached to a lease (the value is the lease id).
+    LeasePut(i64),
+    /// Renews a lease once (one request on a keep-alive stream).
+    LeaseKeepAlive(KeepAlive),
+    /// Revokes a lease (the value is the lease id).
+    LeaseRevoke(i64),
+    /// Deletes the event's key (the value is the lease it was attached to).
+    Delete(i64),
 }
 
 impl Op {
@@ -107,6 +144,11 @@ impl Op {
             Op::Act(_) => "act",
             Op::Release(_) => "release",
             Op::Expire(_) => "expire",
+            Op::LeaseGrant(_) => "lease-grant",
+            Op::LeasePut(_) => "lease-put",
+            Op::LeaseKeepAlive(_) => "lease-keep-alive",
+            Op::LeaseRevoke(_) => "lease-revoke",
+            Op::Delete(_) => "delete",
         }
     }
 
@@ -123,8 +165,13 @@ impl Op {
             | (Op::Add(a), Op::Add(b))
             | (Op::Act(a), Op::Act(b))
             | (Op::Release(a), Op::Release(b))
-            | (Op::Expire(a), Op::Expire(b)) => a == b,
+            | (Op::Expire(a), Op::Expire(b))
+            | (Op::LeasePut(a), Op::LeasePut(b))
+            | (Op::LeaseRevoke(a), Op::LeaseRevoke(b))
+            | (Op::Delete(a), Op::Delete(b)) => a == b,
             (Op::Cas(a), Op::Cas(b)) => a == b,
+            (Op::LeaseGrant(a), Op::LeaseGrant(b)) => a.ttl == b.ttl,
+            (Op::LeaseKeepAlive(a), Op::LeaseKeepAlive(b)) => a.lease == b.lease,
             _ => false,
         };
         (!same).then(|| {
@@ -568,6 +615,70 @@ mod tests {
         assert!(text.contains(r#""f":"cas","value":{"expected":3,"new":4}"#));
         let back = History::read_jsonl(&buf[..]).unwrap();
         assert_eq!(back, h);
+    }
+
+    #[test]
+    fn lease_ops_round_trip_and_old_lines_still_parse() {
+        let mut h = History::new();
+        let grant = Grant {
+            ttl: 2,
+            lease: None,
+            granted_ttl: None,
+        };
+        let granted = Grant {
+            lease: Some(77),
+            granted_ttl: Some(3),
+            ..grant
+        };
+        h.push(1, 0, EventType::Invoke, Some("w0-1"), Op::LeaseGrant(grant));
+        h.push(2, 0, EventType::Ok, Some("w0-1"), Op::LeaseGrant(granted));
+        h.push(3, 0, EventType::Invoke, Some("w0-1/k0"), Op::LeasePut(77));
+        h.push(4, 0, EventType::Ok, Some("w0-1/k0"), Op::LeasePut(77));
+        let ka = KeepAlive {
+            lease: 77,
+            ttl: None,
+        };
+        h.push(
+            5,
+            0,
+            EventType::Invoke,
+            Some("w0-1"),
+            Op::LeaseKeepAlive(ka),
+        );
+        let acked = KeepAlive { ttl: Some(3), ..ka };
+        h.push(6, 0, EventType::Ok, Some("w0-1"), Op::LeaseKeepAlive(acked));
+        h.push(7, 0, EventType::Invoke, Some("w0-1/k0"), Op::Delete(77));
+        h.push(8, 0, EventType::Ok, Some("w0-1/k0"), Op::Delete(77));
+        h.push(9, 0, EventType::Invoke, Some("w0-1"), Op::LeaseRevoke(77));
+        h.push(10, 0, EventType::Info, Some("w0-1"), Op::LeaseRevoke(77));
+        let mut buf = Vec::new();
+        h.write_jsonl(&mut buf).unwrap();
+        let text = String::from_utf8(buf.clone()).unwrap();
+        assert!(
+            text.contains(r#""f":"lease-grant","value":{"ttl":2}"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""f":"lease-grant","value":{"ttl":2,"lease":77,"granted_ttl":3}"#));
+        assert!(text.contains(r#""f":"lease-keep-alive","value":{"lease":77,"ttl":3}"#));
+        assert!(text.contains(r#""f":"lease-revoke","value":77"#));
+        let back = History::read_jsonl(&buf[..]).unwrap();
+        assert_eq!(back, h);
+        let ops = back.operations().unwrap();
+        assert_eq!(ops.len(), 5);
+        assert_eq!(ops[0].ok_result(), Some(&Op::LeaseGrant(granted)));
+        assert_eq!(ops[4].outcome, Outcome::Info);
+        // A completion for another lease does not match.
+        let mut bad = History::new();
+        bad.push(1, 0, EventType::Invoke, Some("l"), Op::LeaseKeepAlive(ka));
+        let other = KeepAlive {
+            lease: 78,
+            ttl: Some(3),
+        };
+        bad.push(2, 0, EventType::Ok, Some("l"), Op::LeaseKeepAlive(other));
+        assert!(matches!(
+            bad.operations(),
+            Err(HistoryError::MismatchedCompletion { .. })
+        ));
     }
 
     #[test]

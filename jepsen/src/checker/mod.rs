@@ -9,8 +9,11 @@
 //! - [`watch`]: watch streams of several clients against each other and the
 //!   final state.
 //! - [`lock`]: lease locks with fencing.
+//! - [`lease`]: keys attached to leases vanish only after expiry or revoke,
+//!   and do vanish then.
 
 pub mod counter;
+pub mod lease;
 pub mod linearizable;
 pub mod lock;
 pub mod set;
@@ -21,13 +24,13 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
-    use crate::history::{Cas, Event, EventType, History, Op};
+    use crate::history::{Cas, Event, EventType, Grant, History, KeepAlive, Op};
     use crate::model::Register;
 
     fn random_op(rng: &mut StdRng) -> Op {
         let v = rng.random_range(-2..4i64);
         let maybe = |rng: &mut StdRng| rng.random_bool(0.7).then_some(v);
-        match rng.random_range(0..10) {
+        match rng.random_range(0..15) {
             0 => Op::Read(maybe(rng)),
             1 => Op::Write(v),
             2 => Op::Cas(Cas {
@@ -40,7 +43,19 @@ mod tests {
             6 => Op::Acquire(maybe(rng)),
             7 => Op::Act(v),
             8 => Op::Release(v),
-            _ => Op::Expire(v),
+            9 => Op::Expire(v),
+            10 => Op::LeaseGrant(Grant {
+                ttl: v,
+                lease: maybe(rng),
+                granted_ttl: maybe(rng),
+            }),
+            11 => Op::LeasePut(v),
+            12 => Op::LeaseKeepAlive(KeepAlive {
+                lease: v,
+                ttl: maybe(rng),
+            }),
+            13 => Op::LeaseRevoke(v),
+            _ => Op::Delete(v),
         }
     }
 
@@ -84,6 +99,11 @@ mod tests {
                 super::set::check_operations(&ops, Default::default()).map(|r| r.to_check_result());
             let _ = super::counter::check_operations(&ops).to_check_result();
             let _ = super::lock::check_operations(&ops).to_check_result();
+            let opts = super::lease::LeaseOptions {
+                fault_windows: vec![(1, 3), (2, u64::MAX)],
+                ..Default::default()
+            };
+            let _ = super::lease::check_operations(&ops, &opts).to_check_result();
         }
         assert!(
             rejected > 100 && checked > 100,
