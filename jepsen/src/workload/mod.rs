@@ -18,8 +18,10 @@
 //! | `counter`  | `/sjp/counter/c<i>`      | increment (Txn on mod_revision)     | counter          |
 //! | `watch`    | `/sjp/watch/k<i>`        | put/delete; watchers with resume    | watch            |
 //! | `lock`     | `/sjp/lock/l<i>`         | acquire (lease), act, release       | lock             |
+//! | `lease`    | `/sjp/lease/w<w>-<n>/k<j>` | grant, put with lease, keep-alive, revoke, delete; reads | lease |
 
 pub mod counter;
+pub mod lease;
 pub mod lock;
 pub mod register;
 pub mod set;
@@ -53,6 +55,8 @@ pub enum WorkloadKind {
     Counter,
     /// Lease locks with fencing.
     Lock,
+    /// Keys attached to leases: vanish only after expiry or revoke.
+    Lease,
 }
 
 /// What the workloads share.
@@ -97,6 +101,9 @@ pub struct Output {
     /// A final read found no member to answer: the last read of the run
     /// stands in for it, so "lost" (and "doubled") are not meaningful.
     pub final_read_failed: bool,
+    /// The lease workload: fault windows `(start, end)` in ns (the nemesis
+    /// log and the final heal), in which leaders may change.
+    pub fault_windows: Vec<(u64, u64)>,
 }
 
 /// Runs a workload through both phases.
@@ -110,6 +117,7 @@ pub async fn run(kind: WorkloadKind, ctx: Arc<Ctx>) -> anyhow::Result<Output> {
         WorkloadKind::Watch => watch::run(ctx).await,
         WorkloadKind::Counter => counter::run(ctx).await,
         WorkloadKind::Lock => lock::run(ctx).await,
+        WorkloadKind::Lease => lease::run(ctx).await,
     }
 }
 
@@ -150,6 +158,16 @@ pub fn check(
             Ok(report) => vec![report.to_check_result()],
             Err(e) => malformed(&e),
         },
+        WorkloadKind::Lease => {
+            let opts = checker::lease::LeaseOptions {
+                fault_windows: output.fault_windows.clone(),
+                ..Default::default()
+            };
+            match checker::lease::check_history(history, &opts) {
+                Ok(report) => vec![report.to_check_result()],
+                Err(e) => malformed(&e),
+            }
+        }
         WorkloadKind::Watch => {
             let mut results = Vec::new();
             if let Err(e) = history.validate() {

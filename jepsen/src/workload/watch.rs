@@ -130,6 +130,7 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<Output> {
     let writes = writes.lock().map(|w| w.clone()).unwrap_or_default();
     Ok(Output {
         final_read_failed: false,
+        fault_windows: Vec::new(),
         watch_log: Some(WatchLog {
             prefix: PREFIX.to_owned(),
             initial: Some(initial),
