@@ -26,6 +26,8 @@
 //!   between clients, and replay against the final read.
 //! - [`checker::lock`]: lease locks with fencing: duplicate, non-monotonic
 //!   and stale fences.
+//! - [`checker::lease`]: keys attached to leases: never absent before the
+//!   lease could end, never present after it must have ended.
 //! - [`verdict`]: [`verdict::Verdict`], [`verdict::CheckResult`] and the
 //!   combined [`verdict::Summary`] written to a run's folder.
 //! - [`report`]: the HTML report with SVG timeline, latency and throughput.
@@ -45,7 +47,7 @@
 //! - [`recorder`]: the run's clock, the history and nemesis logs, process
 //!   ids and the run's bounds.
 //! - [`nemesis`]: the fault schedule; [`nemesis::partition`] the shapes.
-//! - [`workload`]: register, set, counter, watch and lock clients.
+//! - [`workload`]: register, set, counter, watch, lock and lease clients.
 //! - [`run`]: one test end to end, and the run folder.
 //!
 //! # Example
