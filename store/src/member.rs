@@ -24,7 +24,9 @@ use crate::error::{Result, StoreError};
 use crate::metrics::Metrics;
 use crate::raft::network::{NetworkFactory, PeerChannels};
 use crate::raft::state_machine::{lease_keys, SmShared, StateMachine};
-use crate::raft::types::{decode, encode, ApplyResult, MemberNode, NodeId, Raft, Request};
+use crate::raft::types::{
+    decode, encode, ApplyResult, MemberNode, NodeId, Raft, Request, Response,
+};
 use crate::raft::LogStore;
 use crate::storage::{self, schema};
 
@@ -147,6 +149,7 @@ pub struct Member {
     /// Peer channels (for forwarding).
     pub peers: PeerChannels,
     read_barrier: ReadBarrier,
+    proposer: Proposer,
     /// Where snapshots for Maintenance.Snapshot are staged.
     pub scratch_dir: PathBuf,
     /// Set when this member was removed from the cluster.
@@ -251,6 +254,7 @@ impl Member {
             metrics,
             peers,
             read_barrier,
+            proposer: Proposer::new(),
             scratch_dir,
             removed,
             started: Instant::now(),
@@ -362,17 +366,9 @@ impl Member {
     async fn propose_inner(&self, req: Request) -> Result<ApplyResult> {
         loop {
             let err = if self.is_leader() {
-                match self.raft.client_write(req.clone()).await {
-                    Ok(resp) => return Ok(resp.data),
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                        StoreError::LeaderChanged
-                    }
-                    Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                        return Err(StoreError::Internal(e.to_string()))
-                    }
-                    Err(RaftError::Fatal(e)) => {
-                        return Err(StoreError::Unavailable(format!("raft stopped: {e}")))
-                    }
+                match self.proposer.submit(req.clone()).await {
+                    Ok(r) => return Ok(r),
+                    Err(e) => e,
                 }
             } else {
                 match self.forward(None, &Forward::Propose(req.clone())).await {
@@ -673,13 +669,7 @@ impl Member {
                 if !self.is_leader() {
                     return Err(StoreError::LeaderChanged);
                 }
-                match self.raft.client_write(r).await {
-                    Ok(resp) => Ok(ForwardReply::Applied(resp.data)),
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                        Err(StoreError::LeaderChanged)
-                    }
-                    Err(e) => Err(StoreError::Unavailable(e.to_string())),
-                }
+                Ok(ForwardReply::Applied(self.proposer.submit(r).await?))
             }
             Forward::ReadIndex => {
                 if !self.is_leader() {
@@ -805,6 +795,7 @@ impl Member {
     /// learner promotion, attribute publishing, metrics). They stop with `shutdown`.
     pub fn spawn_background(self: &Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
         tokio::spawn(read_barrier_loop(self.clone(), shutdown.clone()));
+        tokio::spawn(proposer_loop(self.clone(), shutdown.clone()));
         tokio::spawn(leadership_loop(self.clone(), shutdown.clone()));
         tokio::spawn(housekeeping_loop(self.clone(), shutdown));
     }
@@ -899,6 +890,129 @@ async fn join_existing(config: &StoreConfig, peers: &PeerChannels) -> Result<(No
             ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+type Proposal = (Request, oneshot::Sender<Result<ApplyResult>>);
+
+/// Group commit at the proposer: requests that arrive while earlier ones are being
+/// committed are proposed together as one log entry (`Request::Batch`), so a burst of
+/// concurrent writes costs one log append, one replication round and one fsync.
+struct Proposer {
+    tx: mpsc::UnboundedSender<Proposal>,
+    rx: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<Proposal>>>,
+}
+
+/// Most requests in one batched entry.
+const MAX_BATCH: usize = 512;
+/// Most bytes of requests in one batched entry.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Batches being committed at once.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+impl Proposer {
+    fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            tx,
+            rx: parking_lot::Mutex::new(Some(rx)),
+        }
+    }
+
+    /// Proposes `req` on this member (which must be the leader) and returns its result.
+    /// `LeaderChanged` means the request was not appended to the log.
+    async fn submit(&self, req: Request) -> Result<ApplyResult> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send((req, tx)).map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+}
+
+fn request_size(r: &Request) -> usize {
+    use prost::Message;
+    match r {
+        Request::Put(p) => p.0.encoded_len(),
+        Request::DeleteRange(d) => d.0.encoded_len(),
+        Request::Txn(t) => t.0.encoded_len(),
+        _ => 64,
+    }
+}
+
+async fn proposer_loop(member: Arc<Member>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let Some(mut rx) = member.proposer.rx.lock().take() else {
+        return;
+    };
+    let permits = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let first = tokio::select! {
+            p = rx.recv() => match p { Some(p) => p, None => return },
+            _ = shutdown.changed() => return,
+        };
+        let mut bytes = request_size(&first.0);
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += request_size(&p.0);
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let m = member.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (reqs, waiters): (Vec<Request>, Vec<oneshot::Sender<Result<ApplyResult>>>) =
+                batch.into_iter().unzip();
+            let single = reqs.len() == 1;
+            let entry = if single {
+                reqs.into_iter().next().unwrap_or(Request::Batch(vec![]))
+            } else {
+                Request::Batch(reqs)
+            };
+            let outcome = match m.raft.client_write(entry).await {
+                Ok(resp) => Ok(resp.data),
+                // Not appended: safe for the callers to retry elsewhere.
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    Err(StoreError::LeaderChanged)
+                }
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                    Err(StoreError::Internal(e.to_string()))
+                }
+                Err(RaftError::Fatal(e)) => {
+                    Err(StoreError::Unavailable(format!("raft stopped: {e}")))
+                }
+            };
+            match outcome {
+                Ok(r) if single => {
+                    if let Some(w) = waiters.into_iter().next() {
+                        let _ = w.send(Ok(r));
+                    }
+                }
+                Ok(ApplyResult {
+                    result: Ok(Response::Batch(results)),
+                    ..
+                }) if results.len() == waiters.len() => {
+                    for (w, r) in waiters.into_iter().zip(results) {
+                        let _ = w.send(Ok(r));
+                    }
+                }
+                Ok(other) => {
+                    let e = StoreError::Internal(format!("unexpected batch result {other:?}"));
+                    for w in waiters {
+                        let _ = w.send(Err(e.clone()));
+                    }
+                }
+                Err(e) => {
+                    for w in waiters {
+                        let _ = w.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
     }
 }
 

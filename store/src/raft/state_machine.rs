@@ -193,13 +193,62 @@ impl StateMachine {
     }
 
     fn apply_one(&self, entry: Entry) -> Result<ApplyResult> {
+        let log_id = entry.log_id;
+        match entry.payload {
+            EntryPayload::Normal(Request::Batch(reqs)) => self.apply_batch(log_id, reqs),
+            payload => self.apply_unit(log_id, payload, None),
+        }
+    }
+
+    /// Applies the requests of one batched entry in order, each in its own write (so
+    /// later requests read earlier ones' effects). Each intermediate write records how
+    /// far into the entry it got (`APPLIED_SUB`); the last one records the entry as
+    /// applied. After a crash in the middle, re-applying the entry skips the requests
+    /// already applied, so none is applied twice.
+    fn apply_batch(&self, log_id: LogId, reqs: Vec<Request>) -> Result<ApplyResult> {
+        let s = &self.shared;
+        let done: Option<(LogId, u64)> = get_meta(&s.db, sm_meta::APPLIED_SUB)?;
+        let skip = match done {
+            Some((l, k)) if l == log_id => k as usize + 1,
+            _ => 0,
+        };
+        let n = reqs.len();
+        let mut results = Vec::with_capacity(n);
+        for (i, req) in reqs.into_iter().enumerate() {
+            if i < skip {
+                results.push(ApplyResult {
+                    revision: s.kv.current_revision(),
+                    result: Err(StoreError::Internal("applied before a restart".into())),
+                });
+                continue;
+            }
+            let sub = if i + 1 < n { Some(i as u64) } else { None };
+            results.push(self.apply_unit(log_id, EntryPayload::Normal(req), sub)?);
+        }
+        if n == 0 || skip >= n {
+            // Nothing (left) to apply: still record the entry as applied.
+            self.apply_unit(log_id, EntryPayload::Blank, None)?;
+        }
+        Ok(ApplyResult {
+            revision: s.kv.current_revision(),
+            result: Ok(Response::Batch(results)),
+        })
+    }
+
+    /// Applies one payload in one atomic write. `sub = Some(i)` marks request `i` of a
+    /// batched entry that is not its last; `None` completes the entry.
+    fn apply_unit(
+        &self,
+        log_id: LogId,
+        payload: EntryPayload<TypeConfig>,
+        sub: Option<u64>,
+    ) -> Result<ApplyResult> {
         let s = &self.shared;
         let meta_cf = s.kv.cf(CF_SM_META)?;
-        let log_id = entry.log_id;
         let mut changes: Vec<Change> = Vec::new();
         let mut effect = Effect::None;
         let mut membership = None;
-        let (batch, result) = match entry.payload {
+        let (batch, result) = match payload {
             EntryPayload::Blank => (
                 WriteBatch::default(),
                 ApplyResult {
@@ -246,7 +295,10 @@ impl StateMachine {
             }
         };
         let mut batch = batch;
-        batch.put_cf(meta_cf, sm_meta::APPLIED, encode(&Some(log_id))?);
+        match sub {
+            Some(i) => batch.put_cf(meta_cf, sm_meta::APPLIED_SUB, encode(&(log_id, i))?),
+            None => batch.put_cf(meta_cf, sm_meta::APPLIED, encode(&Some(log_id))?),
+        }
         s.db.write(batch)?;
 
         // Make the effects visible, in this order: revision, watchers, side tables.
@@ -255,7 +307,9 @@ impl StateMachine {
             s.hub.publish(result.revision, &changes);
         }
         let mut meta = s.meta.write();
-        meta.applied = Some(log_id);
+        if sub.is_none() {
+            meta.applied = Some(log_id);
+        }
         if let Some(m) = membership {
             meta.membership = m;
         }
@@ -285,6 +339,7 @@ impl StateMachine {
         let lessor = s.lessor.clone();
         let lease_exists = move |id: i64| lessor.exists(id);
         match req {
+            Request::Batch(_) => Err(StoreError::InvalidArgument("nested request batch".into())),
             Request::Put(Pb(r)) => {
                 let mut tx = WriteTxn::new(&s.kv, batch, &lease_exists);
                 let resp = tx.put(r)?;

@@ -140,6 +140,9 @@ pub enum Request {
         /// Its advertised client URLs.
         client_urls: Vec<String>,
     },
+    /// Several client requests proposed as one log entry (group commit at the
+    /// proposer); applied in order, each with its own revision.
+    Batch(Vec<Request>),
     /// Record that a learner was added as a voting member (etcd MemberAdd without
     /// isLearner) and is to be promoted once it has caught up.
     PromoteWhenReady {
@@ -177,6 +180,8 @@ pub enum Response {
     },
     /// Alarms after an alarm change: (member, alarm type).
     Alarms(Vec<(u64, i32)>),
+    /// Results of a `Request::Batch`, in order.
+    Batch(Vec<ApplyResult>),
     /// Anything else that only succeeds.
     Done,
 }

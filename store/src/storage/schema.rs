@@ -15,7 +15,8 @@
 //! rev             main: u64 BE ‖ sub: u64 BE              user key (raw)
 //! lease           lease id: i64 BE                       LeaseRecord (bincode)
 //! lease_key       lease id: i64 BE ‖ user key (raw)      empty
-//! sm_meta         "applied" | "membership" | "rev" |      bincode(...)
+//! sm_meta         "applied" | "applied_sub" |             bincode(...)
+//!                 "membership" | "rev" |
 //!                 "compact" | "alarms" | "members"
 //! ```
 //!
@@ -73,6 +74,9 @@ pub mod raft_meta {
 pub mod sm_meta {
     /// Log id of the last applied entry; written in the same batch as its effects.
     pub const APPLIED: &[u8] = b"applied";
+    /// `(log id, i)`: requests `0..=i` of the batched entry `log id` are applied (the
+    /// entry itself is not complete until `APPLIED` names it).
+    pub const APPLIED_SUB: &[u8] = b"applied_sub";
     /// The last applied membership (openraft `StoredMembership`).
     pub const MEMBERSHIP: &[u8] = b"membership";
     /// The current MVCC revision (main), an i64.
