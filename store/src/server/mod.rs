@@ -148,7 +148,9 @@ pub async fn start(config: StoreConfig) -> Result<RunningStore> {
             let svc = RaftPeerServer::new(peer::PeerService { member })
                 .max_decoding_message_size(MAX_PEER_MESSAGE)
                 .max_encoding_message_size(MAX_PEER_MESSAGE);
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+            // tonic only applies `tcp_nodelay` to listeners it binds itself; without it,
+            // raft replies wait for delayed ACKs (~40 ms) and stall the log pipeline.
+            let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
             let r = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(svc)
