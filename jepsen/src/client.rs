@@ -107,17 +107,7 @@ pub struct Client {
     timeout: Duration,
 }
 
-/// `key` up to the end of its prefix range, as etcd's `--prefix`.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
+pub use skiff_proto::prefix_end;
 
 impl Client {
     /// A lazily connecting client of `ip:port`, each call bounded by

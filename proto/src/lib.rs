@@ -8,6 +8,8 @@
 //! - [`raft`]: `skiff.raft.v1`, the peer API between store members (raft messages,
 //!   streamed snapshots, requests forwarded to the leader).
 //!
+//! - [`prefix_end`]: the `range_end` of a key prefix.
+//!
 //! The .proto sources are beside this crate in `etcd/` and `skiff/`.
 
 #![allow(clippy::all, clippy::pedantic)]
@@ -25,4 +27,18 @@ pub mod etcdserverpb {
 /// `skiff.raft.v1`: the store's member-to-member API.
 pub mod raft {
     tonic::include_proto!("skiff.raft.v1");
+}
+
+/// The smallest key greater than every key starting with `prefix`: the `range_end` that
+/// makes a request cover the prefix (etcdctl's `--prefix`). `[0]` — every key — when
+/// `prefix` is empty or all `0xff`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }

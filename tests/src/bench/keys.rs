@@ -55,18 +55,7 @@ impl KeySpace {
     }
 }
 
-/// The smallest key greater than every key starting with `prefix` (etcd's prefix
-/// `range_end`); `[0]` (all keys) when `prefix` is empty or all `0xff`.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
+pub use skiff_proto::prefix_end;
 
 /// A value of `size` bytes: `head` then filler, cut to `size` if `head` is longer.
 pub fn value(size: usize, head: &[u8]) -> Vec<u8> {
