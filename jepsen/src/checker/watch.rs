@@ -79,6 +79,22 @@ pub struct WatchEvent {
 }
 
 impl WatchEvent {
+    /// A PUT of `value` to `key` at `revision`, with the metadata the checkers do not
+    /// compare left at zero (what workloads record for their own writes).
+    pub fn put(revision: i64, key: &str, value: &str) -> Self {
+        WatchEvent {
+            revision,
+            key: key.to_owned(),
+            kind: ChangeKind::Put,
+            value: Some(value.to_owned()),
+            create_revision: 0,
+            mod_revision: revision,
+            version: 0,
+        }
+    }
+}
+
+impl WatchEvent {
     /// Whether two reports of the same (revision, key) describe the same
     /// change; metadata only counts where both recorded it.
     fn agrees_with(&self, other: &WatchEvent) -> bool {
@@ -737,15 +753,7 @@ mod tests {
     use super::*;
 
     fn put(revision: i64, key: &str, value: &str) -> WatchEvent {
-        WatchEvent {
-            revision,
-            key: key.to_owned(),
-            kind: ChangeKind::Put,
-            value: Some(value.to_owned()),
-            create_revision: 0,
-            mod_revision: revision,
-            version: 0,
-        }
+        WatchEvent::put(revision, key, value)
     }
 
     fn del(revision: i64, key: &str) -> WatchEvent {

@@ -110,7 +110,7 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<Output> {
     let final_state = match sentinel {
         Some(s) => {
             if let Ok(mut w) = writes.lock() {
-                w.push(put_event(SENTINEL, "end", s));
+                w.push(WatchEvent::put(s, SENTINEL, "end"));
             }
             any_member(&ctx, |c| async move { read_prefix(&c, s).await }).await
         }
@@ -141,18 +141,6 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<Output> {
     })
 }
 
-fn put_event(key: &str, value: &str, revision: i64) -> WatchEvent {
-    WatchEvent {
-        revision,
-        key: key.to_owned(),
-        kind: ChangeKind::Put,
-        value: Some(value.to_owned()),
-        create_revision: 0,
-        mod_revision: revision,
-        version: 0,
-    }
-}
-
 async fn writer(
     ctx: Arc<Ctx>,
     w: usize,
@@ -175,7 +163,7 @@ async fn writer(
                 Ok(rev) => {
                     rec.complete(process, EventType::Ok, &short, Op::Write(v), None);
                     if let Ok(mut ws) = writes.lock() {
-                        ws.push(put_event(&key, &v.to_string(), rev));
+                        ws.push(WatchEvent::put(rev, &key, &v.to_string()));
                     }
                 }
                 Err(e) => process = complete_error(&rec, process, &short, Op::Write(v), &e),
