@@ -1,0 +1,21 @@
+//! Skiff's API server: the Kubernetes REST API (as kubectl and client-go use it) and the
+//! `skiff.v1` gRPC API, both over an etcd v3 store reached only through its gRPC API.
+//!
+//! Stateless: every replica serves every request; the store holds all state. Objects are
+//! the `k8s-openapi` types, stored as JSON under `/registry/<resource>/<namespace>/<name>`,
+//! with the store's mod_revision as their resourceVersion.
+//!
+//! # Map
+//! - [`resources`]: the table of served resources.
+//! - [`error`]: `Status` errors.
+//! - [`patch`]: JSON merge, JSON patch and strategic merge patch.
+//! - [`validation`]: defaulting and validation per resource.
+//! - [`selector`]: label and field selectors.
+//! - [`table`]: `meta.k8s.io/v1 Table` rows for `kubectl get`.
+
+pub mod error;
+pub mod patch;
+pub mod resources;
+pub mod selector;
+pub mod table;
+pub mod validation;
