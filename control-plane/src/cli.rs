@@ -34,6 +34,63 @@ pub enum LogFormat {
 pub enum Command {
     /// Run a standalone store member (the etcd role), serving the etcd v3 API.
     Store(StoreCmd),
+    /// Run a control-plane node: a store member and the Kubernetes API server on it
+    /// (or on an external store with --store-endpoints). Writes <data-dir>/kubeconfig.
+    Server(ServerCmd),
+}
+
+/// `skiff server`.
+#[derive(Debug, Args)]
+pub struct ServerCmd {
+    /// Address the Kubernetes API listens on (plain HTTP; keep it on loopback or a
+    /// trusted network: there is no authentication yet).
+    #[arg(long, env = "SKIFF_LISTEN_API", default_value = "127.0.0.1:6443")]
+    pub listen_api: std::net::SocketAddr,
+    /// Use these store endpoints (Skiff store or etcd client URLs, comma-separated)
+    /// instead of running an embedded store member.
+    #[arg(long, env = "SKIFF_STORE_ENDPOINTS", value_delimiter = ',')]
+    pub store_endpoints: Vec<String>,
+    /// The range Services' ClusterIPs come from.
+    #[arg(
+        long,
+        env = "SKIFF_SERVICE_CLUSTER_IP_RANGE",
+        default_value = "10.96.0.0/12"
+    )]
+    pub service_cluster_ip_range: String,
+    /// Seconds between compactions of the store's history (0: never).
+    #[arg(long, env = "SKIFF_COMPACTION_INTERVAL", default_value_t = 300)]
+    pub compaction_interval: u64,
+    /// The embedded store member: etcd's flags. Its data lives in <data-dir>/store, and
+    /// --data-dir defaults to `skiff.data`.
+    #[command(flatten)]
+    pub store: StoreFlags,
+}
+
+impl ServerCmd {
+    /// The server's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.store
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("skiff.data"))
+    }
+
+    /// The embedded store member's configuration.
+    pub fn store_config(&self) -> anyhow::Result<StoreConfig> {
+        let mut c = self.store.to_config()?;
+        c.data_dir = self.data_dir().join("store");
+        Ok(c)
+    }
+
+    /// The API server's configuration, given the store endpoints to use.
+    pub fn api_config(&self, store_endpoints: Vec<String>) -> skiff_apiserver::server::Config {
+        skiff_apiserver::server::Config {
+            listen: self.listen_api,
+            store_endpoints,
+            service_cidr: self.service_cluster_ip_range.clone(),
+            compaction_interval: Duration::from_secs(self.compaction_interval),
+        }
+    }
 }
 
 /// `skiff store`.
@@ -205,7 +262,9 @@ mod tests {
     #[test]
     fn flags_parse_and_default_like_etcd() {
         let cli = Cli::try_parse_from(["skiff", "store", "--data-dir", "d"]).unwrap();
-        let Command::Store(s) = cli.command;
+        let Command::Store(s) = cli.command else {
+            panic!("store")
+        };
         let c = s.flags.to_config().unwrap();
         assert_eq!(c.listen_client_urls, vec!["http://127.0.0.1:2379"]);
         assert_eq!(
@@ -215,10 +274,31 @@ mod tests {
         assert!(c.validate().is_ok());
         let cli = Cli::try_parse_from(["skiff", "store", "restore", "snap.db", "--data-dir", "x"])
             .unwrap();
-        let Command::Store(s) = cli.command;
+        let Command::Store(s) = cli.command else {
+            panic!("store")
+        };
         assert!(matches!(s.action, Some(StoreAction::Restore(_))));
         assert!(
             Cli::try_parse_from(["skiff", "store", "--initial-cluster-state", "bogus"]).is_err()
         );
+    }
+
+    #[test]
+    fn server_flags_put_the_store_under_the_data_dir() {
+        let cli = Cli::try_parse_from(["skiff", "server", "--data-dir", "/tmp/x"]).unwrap();
+        let Command::Server(s) = cli.command else {
+            panic!("server")
+        };
+        assert_eq!(
+            s.store_config().unwrap().data_dir,
+            PathBuf::from("/tmp/x/store")
+        );
+        assert_eq!(s.listen_api.to_string(), "127.0.0.1:6443");
+        let cli = Cli::try_parse_from(["skiff", "server"]).unwrap();
+        let Command::Server(s) = cli.command else {
+            panic!("server")
+        };
+        assert_eq!(s.data_dir(), PathBuf::from("skiff.data"));
+        assert!(s.store_endpoints.is_empty());
     }
 }

@@ -60,5 +60,60 @@ async fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Server(cmd) => run_server(cmd).await,
     }
+}
+
+/// `skiff server`: an embedded store member (unless --store-endpoints) and the API
+/// server on it; writes `<data-dir>/kubeconfig`.
+async fn run_server(cmd: cli::ServerCmd) -> anyhow::Result<()> {
+    let data_dir = cmd.data_dir();
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", data_dir.display()))?;
+    let (store, endpoints) = if cmd.store_endpoints.is_empty() {
+        let config = cmd.store_config()?;
+        // The local member first: requests fail over to the others.
+        let endpoints = config.advertise_client_urls.clone();
+        (Some(skiff_store::start(config).await?), endpoints)
+    } else {
+        (None, cmd.store_endpoints.clone())
+    };
+    let api = skiff_apiserver::server::start(cmd.api_config(endpoints)).await?;
+    let kubeconfig = data_dir.join("kubeconfig");
+    write_kubeconfig(&kubeconfig, api.addr)?;
+    tracing::info!(kubeconfig = %kubeconfig.display(), "ready: export KUBECONFIG={}", kubeconfig.display());
+    match &store {
+        Some(s) => tokio::select! {
+            _ = shutdown_signal() => tracing::info!("shutting down"),
+            _ = s.removed() => tracing::warn!("this member was removed from the cluster; exiting"),
+        },
+        None => shutdown_signal().await,
+    }
+    api.shutdown();
+    if let Some(s) = store {
+        s.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Writes a kubeconfig that points kubectl at the API server.
+fn write_kubeconfig(path: &std::path::Path, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: http://{host}:{port}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\n    namespace: default\ncurrent-context: skiff\nusers:\n- name: admin\n  user: {{}}\n",
+        port = addr.port()
+    );
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    Ok(())
 }

@@ -13,9 +13,20 @@
 //! - [`selector`]: label and field selectors.
 //! - [`table`]: `meta.k8s.io/v1 Table` rows for `kubectl get`.
 
+pub mod cache;
+pub mod discovery;
 pub mod error;
+pub mod logs;
+pub mod metrics;
+pub mod objects;
+pub mod openapi;
 pub mod patch;
+pub mod registry;
 pub mod resources;
+pub mod rest;
 pub mod selector;
+pub mod server;
+pub mod store;
 pub mod table;
+pub mod types;
 pub mod validation;
