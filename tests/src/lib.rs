@@ -33,6 +33,7 @@ pub mod cluster;
 pub mod etcdctl;
 pub mod health;
 pub mod ports;
+pub mod server;
 
 pub use binaries::{etcd_binary, etcdctl_binary, skiff_binary};
 pub use cluster::{Cluster, ClusterConfig, Member, Target};

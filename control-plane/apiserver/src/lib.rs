@@ -18,6 +18,7 @@ pub mod discovery;
 pub mod error;
 pub mod logs;
 pub mod metrics;
+pub mod namespaces;
 pub mod objects;
 pub mod openapi;
 pub mod patch;

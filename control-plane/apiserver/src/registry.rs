@@ -1108,6 +1108,14 @@ impl Registry {
         opts: &DeleteOpts,
     ) -> ApiResult<Deleted> {
         let key = objects::key(res, ns, name);
+        if res.kind == "Namespace" && matches!(name, "default" | "kube-system" | "kube-public") {
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!("namespace \"{name}\" is forbidden: this namespace may not be deleted"),
+            )
+            .with_details("", "namespaces", name));
+        }
         if let Some(p) = &opts.propagation {
             if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
                 return Err(ApiError::invalid(

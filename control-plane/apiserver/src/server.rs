@@ -87,6 +87,7 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
             Err(e) => anyhow::bail!("bootstrapping the cluster objects: {e}"),
         }
     }
+    tokio::spawn(crate::namespaces::run(registry.clone()));
     if !config.compaction_interval.is_zero() {
         tokio::spawn(registry.clone().run_compactor(config.compaction_interval));
     }
