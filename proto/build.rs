@@ -9,6 +9,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        .compile_protos(&["skiff/raft.proto"], &["skiff"])?;
+        .compile_protos(&["skiff/raft.proto", "skiff/api.proto"], &["skiff"])?;
     Ok(())
 }

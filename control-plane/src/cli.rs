@@ -37,6 +37,14 @@ pub enum Command {
     /// Run a control-plane node: a store member and the Kubernetes API server on it
     /// (or on an external store with --store-endpoints). Writes <data-dir>/kubeconfig.
     Server(ServerCmd),
+    /// Show objects (through the skiff.v1 gRPC API).
+    Get(crate::client::GetCmd),
+    /// Stream changes to objects (through the skiff.v1 gRPC API).
+    Watch(crate::client::WatchCmd),
+    /// Create or replace the objects of a JSON/YAML file (through the skiff.v1 gRPC API).
+    Apply(crate::client::ApplyCmd),
+    /// Delete an object (through the skiff.v1 gRPC API).
+    Delete(crate::client::DeleteCmd),
 }
 
 /// `skiff server`.

@@ -3,8 +3,10 @@
 //!
 //! # Layout
 //! - [`cli`]: the flags.
+//! - [`client`]: `skiff get|watch|apply|delete` over the skiff.v1 gRPC API.
 
 mod cli;
+mod client;
 
 use clap::Parser;
 use cli::{Cli, Command, LogFormat, StoreAction};
@@ -61,6 +63,10 @@ async fn main() -> anyhow::Result<()> {
             }
         },
         Command::Server(cmd) => run_server(cmd).await,
+        Command::Get(cmd) => client::get(cmd).await,
+        Command::Watch(cmd) => client::watch(cmd).await,
+        Command::Apply(cmd) => client::apply(cmd).await,
+        Command::Delete(cmd) => client::delete(cmd).await,
     }
 }
 

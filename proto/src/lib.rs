@@ -5,6 +5,9 @@
 //!   (package, service and method names and field numbers are etcd's). Skiff's store
 //!   serves it; Skiff's API server, benchmark and jepsen harness speak it, so each of them
 //!   runs unchanged against a real etcd.
+//! - [`api`]: `skiff.v1`, the control plane's API for programs: the Kubernetes objects
+//!   (as JSON in typed envelopes) with get/list/create/update/patch/delete and a
+//!   server-streaming watch.
 //! - [`raft`]: `skiff.raft.v1`, the peer API between store members (raft messages,
 //!   streamed snapshots, requests forwarded to the leader).
 //!
@@ -22,6 +25,11 @@ pub mod mvccpb {
 /// `etcdserverpb`: the KV, Watch, Lease, Cluster and Maintenance services.
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+}
+
+/// `skiff.v1`: the control plane's native API (objects and streaming watch).
+pub mod api {
+    tonic::include_proto!("skiff.v1");
 }
 
 /// `skiff.raft.v1`: the store's member-to-member API.

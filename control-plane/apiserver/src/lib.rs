@@ -16,6 +16,7 @@
 pub mod cache;
 pub mod discovery;
 pub mod error;
+pub mod grpc;
 pub mod logs;
 pub mod metrics;
 pub mod namespaces;

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use crate::cache::{bookmark_object, watch_line, EventKind, Filter, WatchItem};
+use crate::cache::{bookmark_object, watch_line, EventKind, Filter, Subscription, WatchItem};
 use crate::error::{ApiError, ApiResult};
 use crate::patch::PatchType;
 use crate::registry::{DeleteOpts, FieldValidation, ListOpts, Part, WriteOpts};
@@ -242,17 +242,64 @@ fn partial(obj: &Value) -> Value {
 }
 
 fn filters(res: &ResourceInfo, q: &Query) -> ApiResult<Option<Filter>> {
-    let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or(""))?;
-    let fields = FieldSelector::parse(
+    build_filter(
+        res,
+        q.get("labelSelector").unwrap_or(""),
         q.get("fieldSelector").unwrap_or(""),
-        supported_fields(res.group, res.plural),
-    )?;
-    if labels.is_empty() && fields.is_empty() {
+        None,
+    )
+}
+
+/// The filter of a list or watch: label and field selectors, and one name.
+pub fn build_filter(
+    res: &ResourceInfo,
+    labels: &str,
+    fields: &str,
+    name: Option<String>,
+) -> ApiResult<Option<Filter>> {
+    let labels = LabelSelector::parse(labels)?;
+    let fields = FieldSelector::parse(fields, supported_fields(res.group, res.plural))?;
+    if labels.is_empty() && fields.is_empty() && name.is_none() {
         return Ok(None);
     }
     Ok(Some(Arc::new(move |o: &Value| {
-        labels.matches_value(o) && fields.matches(o)
+        name.as_deref()
+            .is_none_or(|n| crate::objects::meta_str(o, "name") == n)
+            && labels.matches_value(o)
+            && fields.matches(o)
     })))
+}
+
+/// Opens a watch on the cache with Kubernetes's resourceVersion rules: unset → the
+/// current state (made consistent with the store first) then changes; "0" → the cached
+/// state then changes; N → changes after N (410 if N is older than the cache's history).
+pub async fn open_watch(
+    app: &App,
+    res: &'static ResourceInfo,
+    ns: Option<String>,
+    filter: Option<Filter>,
+    rv: &str,
+    send_initial: bool,
+    bookmarks: bool,
+) -> ApiResult<Subscription> {
+    let rv = crate::objects::parse_rv(rv)?;
+    let cache = app.registry.cache(res).clone();
+    let from = match rv {
+        None => {
+            let current = app.registry.store.current_revision().await?;
+            cache.wait_for(current, Duration::from_secs(3)).await?;
+            None
+        }
+        Some(0) => {
+            cache.wait_for(1, Duration::from_secs(3)).await?;
+            None
+        }
+        Some(r) => {
+            cache.wait_for(r, Duration::from_secs(3)).await?;
+            (!send_initial).then_some(r)
+        }
+    };
+    cache.subscribe(from, ns, filter, bookmarks)
 }
 
 fn write_opts(q: &Query) -> ApiResult<WriteOpts> {
@@ -662,43 +709,31 @@ async fn watch_response(
     name: Option<String>,
     q: &Query,
 ) -> ApiResult<Response> {
-    let mut filter = filters(res, q)?;
-    if let Some(name) = name {
-        let prev = filter.take();
-        filter = Some(Arc::new(move |o: &Value| {
-            crate::objects::meta_str(o, "name") == name && prev.as_ref().is_none_or(|f| f(o))
-        }));
-    }
+    let filter = build_filter(
+        res,
+        q.get("labelSelector").unwrap_or(""),
+        q.get("fieldSelector").unwrap_or(""),
+        name,
+    )?;
     let bookmarks = q.flag("allowWatchBookmarks");
     let send_initial = q.flag("sendInitialEvents");
-    let rv = crate::objects::parse_rv(q.get("resourceVersion").unwrap_or(""))?;
     let timeout = match q.int("timeoutSeconds")? {
         Some(t) if t > 0 => Duration::from_secs(t as u64),
         _ => Duration::from_secs(1800 + rand::random::<u64>() % 1800),
     };
-    let cache = app.registry.cache(res).clone();
-    let from = match rv {
-        None => {
-            let current = app.registry.store.current_revision().await?;
-            cache.wait_for(current, Duration::from_secs(3)).await?;
-            None
-        }
-        Some(0) => {
-            cache.wait_for(1, Duration::from_secs(3)).await?;
-            None
-        }
-        Some(r) if send_initial => {
-            cache.wait_for(r, Duration::from_secs(3)).await?;
-            None
-        }
-        Some(r) => {
-            cache.wait_for(r, Duration::from_secs(3)).await?;
-            Some(r)
-        }
-    };
     let kind = res.kind;
     let api_version = res.api_version();
-    let sub = match cache.subscribe(from, ns, filter, bookmarks) {
+    let sub = match open_watch(
+        app,
+        res,
+        ns,
+        filter,
+        q.get("resourceVersion").unwrap_or(""),
+        send_initial,
+        bookmarks,
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) if e.code == 410 => {
             // Kubernetes reports an expired watch as an ERROR event, not an HTTP error.

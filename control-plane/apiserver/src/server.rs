@@ -110,9 +110,13 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
     Ok(ApiServer { addr, app, task })
 }
 
-/// Every route of the REST API.
+/// Every route: the `skiff.v1` gRPC service (HTTP/2) and the REST API (HTTP/1.1 or 2)
+/// on one port.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new().fallback(route).with_state(app)
+    Router::new()
+        .route_service("/skiff.v1.Api/{*method}", crate::grpc::service(app.clone()))
+        .fallback(route)
+        .with_state(app)
 }
 
 fn text(code: StatusCode, body: &'static str) -> Response {
