@@ -63,6 +63,27 @@ pub fn apply_defaults(group: &str, kind: &str, obj: &mut Value) {
     }
 }
 
+/// Carries over from the stored object what an update may omit because the server, not the
+/// user, owns it — as the Kubernetes registry strategies do before validating an update.
+/// Call it on the new object of every update (PUT or patch result), before
+/// [`apply_defaults`] and [`validate`].
+///
+/// - Service: an omitted `clusterIP`/`clusterIPs` (while the service keeps needing one),
+///   omitted `nodePort`s (matched by port name) and `healthCheckNodePort` keep their
+///   allocated values, so `kubectl replace` of a manifest without them works.
+/// - Namespace: `spec.finalizers` only change through the `finalize` subresource, so an
+///   update keeps the stored list.
+pub fn prepare_update(group: &str, kind: &str, obj: &mut Value, old: &Value) {
+    if !obj.is_object() {
+        return;
+    }
+    match (group, kind) {
+        ("", "Service") => service::carry_over_allocations(obj, old),
+        ("", "Namespace") => core::keep_namespace_finalizers(obj, old),
+        _ => {}
+    }
+}
+
 /// How `metadata.name` is checked for a kind, and whether the kind is namespaced.
 fn meta_rules(group: &str, kind: &str) -> (NameRule, bool) {
     let rule = match (group, kind) {

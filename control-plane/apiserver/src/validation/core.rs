@@ -49,6 +49,22 @@ pub fn default_namespace(ns: &mut Value) {
     }
 }
 
+/// Keeps the stored `spec.finalizers` of a Namespace on update (they change only through
+/// the `finalize` subresource).
+pub fn keep_namespace_finalizers(new: &mut Value, old: &Value) {
+    let kept = old
+        .get("spec")
+        .and_then(|s| present(s, "finalizers"))
+        .cloned();
+    let Some(spec) = child(new, "spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    match kept {
+        Some(f) => spec.insert("finalizers".into(), f),
+        None => spec.remove("finalizers"),
+    };
+}
+
 /// Node defaults: `status.allocatable` copies `status.capacity` when absent.
 pub fn default_node(node: &mut Value) {
     let Some(status) = node.get_mut("status").filter(|s| s.is_object()) else {

@@ -138,6 +138,76 @@ pub fn default_service(svc: &mut Value) {
     }
 }
 
+/// The allocations of a stored Service that an update omitting them keeps (Kubernetes's
+/// `patchAllocatedValues`): cluster IPs while neither side is ExternalName; node ports
+/// (matched by port name, unless another port already uses the value) and the health-check
+/// node port while both sides need them.
+pub fn carry_over_allocations(new: &mut Value, old: &Value) {
+    let null = Value::Null;
+    let os = old.get("spec").unwrap_or(&null);
+    let Some(ns) = child(new, "spec") else {
+        return;
+    };
+    let old_ty = match se(os, "type") {
+        "" => "ClusterIP",
+        t => t,
+    };
+    let new_ty = match se(ns, "type") {
+        "" => "ClusterIP".to_string(),
+        t => t.to_string(),
+    };
+    if old_ty != "ExternalName" && new_ty != "ExternalName" {
+        if se(ns, "clusterIP").is_empty() {
+            if let Some(ip) = present(os, "clusterIP").cloned() {
+                default_zero(ns, "clusterIP", ip);
+            }
+        }
+        if arr(ns, "clusterIPs").is_empty() && !arr(os, "clusterIPs").is_empty() {
+            if let Some(m) = ns.as_object_mut() {
+                m.insert("clusterIPs".into(), os["clusterIPs"].clone());
+            }
+        }
+    }
+    let needs_node_port = |ty: &str, spec: &Value| {
+        ty == "NodePort"
+            || (ty == "LoadBalancer"
+                && spec
+                    .get("allocateLoadBalancerNodePorts")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true))
+    };
+    if needs_node_port(old_ty, os) && needs_node_port(&new_ty, ns) {
+        let used: BTreeSet<i64> = arr(ns, "ports")
+            .iter()
+            .filter_map(|p| int(p, "nodePort"))
+            .filter(|n| *n != 0)
+            .collect();
+        let by_name: Vec<(String, i64)> = arr(os, "ports")
+            .iter()
+            .filter_map(|p| Some((se(p, "name").to_string(), int(p, "nodePort")?)))
+            .collect();
+        for p in items_mut(ns, "ports") {
+            if int(p, "nodePort").unwrap_or(0) != 0 {
+                continue;
+            }
+            let name = se(p, "name").to_string();
+            if let Some((_, n)) = by_name.iter().find(|(pn, _)| *pn == name) {
+                if *n != 0 && !used.contains(n) {
+                    default_zero(p, "nodePort", json!(n));
+                }
+            }
+        }
+    }
+    let needs_hc = |ty: &str, spec: &Value| {
+        ty == "LoadBalancer" && se(spec, "externalTrafficPolicy") == "Local"
+    };
+    if needs_hc(old_ty, os) && needs_hc(&new_ty, ns) {
+        if let Some(hc) = present(os, "healthCheckNodePort").cloned() {
+            default_zero(ns, "healthCheckNodePort", hc);
+        }
+    }
+}
+
 /// Endpoints defaults: port protocol TCP.
 pub fn default_endpoints(ep: &mut Value) {
     for ss in items_mut(ep, "subsets") {

@@ -1098,3 +1098,40 @@ fn validation_namespace_node_lease_event() {
         vec!["involvedObject.namespace: Invalid value: \"other\": does not match event.namespace"]
     );
 }
+
+#[test]
+fn validation_prepare_update_carries_allocations() {
+    let old = defaulted(
+        "",
+        "Service",
+        service(json!({"type": "NodePort", "clusterIP": "10.96.0.10",
+                       "ports": [{"name": "http", "port": 80, "nodePort": 30080},
+                                 {"name": "https", "port": 443, "nodePort": 30443}]})),
+    );
+    let mut new = service(json!({"type": "NodePort",
+                                 "ports": [{"name": "http", "port": 8080},
+                                           {"name": "https", "port": 443, "nodePort": 30080}]}));
+    prepare_update("", "Service", &mut new, &old);
+    apply_defaults("", "Service", &mut new);
+    assert_eq!(new["spec"]["clusterIP"], "10.96.0.10");
+    assert_eq!(new["spec"]["clusterIPs"], json!(["10.96.0.10"]));
+    assert!(
+        new["spec"]["ports"][0].get("nodePort").is_none(),
+        "30080 is taken by another port now"
+    );
+    assert_eq!(new["spec"]["ports"][1]["nodePort"], 30080);
+    assert!(validate("", "Service", &new, Some(&old)).is_empty());
+
+    // To ExternalName: nothing is carried.
+    let mut ext = service(json!({"type": "ExternalName", "externalName": "db.example.com"}));
+    prepare_update("", "Service", &mut ext, &old);
+    assert!(ext["spec"].get("clusterIP").is_none());
+
+    // Namespace finalizers survive an update that omits or changes them.
+    let old_ns = defaulted("", "Namespace", json!({"metadata": {"name": "a"}}));
+    let mut new_ns =
+        json!({"metadata": {"name": "a", "labels": {"team": "x"}}, "spec": {"finalizers": []}});
+    prepare_update("", "Namespace", &mut new_ns, &old_ns);
+    assert_eq!(new_ns["spec"]["finalizers"], json!(["kubernetes"]));
+    prepare_update("", "Namespace", &mut json!(7), &old_ns);
+}
