@@ -3,7 +3,10 @@
 
 use serde_json::{json, Value};
 
-use super::meta::{selector_is_empty, selector_matches, validate_label_selector, validate_labels};
+use super::meta::{
+    selector_is_empty, selector_matches, validate_annotations_at, validate_label_selector,
+    validate_labels,
+};
 use super::names::is_percent;
 use super::pod::{default_template, validate_pod_spec};
 use super::util::{
@@ -76,6 +79,7 @@ pub fn validate_workload_spec(obj: &Value, deployment: bool, errs: &mut Causes) 
                 }
             }
             validate_labels(tmeta, "labels", "spec.template.metadata.labels", errs);
+            validate_annotations_at(tmeta, "spec.template.metadata.annotations", errs);
             let tspec = t.get("spec").unwrap_or(&null);
             validate_pod_spec(tspec, "spec.template.spec", errs);
             let rp = se(tspec, "restartPolicy");

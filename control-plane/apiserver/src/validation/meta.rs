@@ -76,23 +76,21 @@ pub fn validate_labels(v: &Value, key: &str, path: &str, errs: &mut Causes) {
     }
 }
 
-fn validate_annotations(meta: &Value, errs: &mut Causes) {
+/// Validates the annotations of `meta` (reported at `path`): keys are qualified names in
+/// any case, and keys and values total at most 256 KiB.
+pub fn validate_annotations_at(meta: &Value, path: &str, errs: &mut Causes) {
     let mut total = 0usize;
     for (k, val) in string_map(meta, "annotations") {
-        invalid_each(
-            errs,
-            "metadata.annotations",
-            k,
-            is_qualified_name(&k.to_lowercase()),
-        );
+        invalid_each(errs, path, k, is_qualified_name(&k.to_lowercase()));
         total += k.len() + val.len();
     }
     if total > ANNOTATIONS_MAX {
-        errs.push(FieldCause::too_long(
-            "metadata.annotations",
-            ANNOTATIONS_MAX,
-        ));
+        errs.push(FieldCause::too_long(path, ANNOTATIONS_MAX));
     }
+}
+
+fn validate_annotations(meta: &Value, errs: &mut Causes) {
+    validate_annotations_at(meta, "metadata.annotations", errs);
 }
 
 fn validate_owner_references(meta: &Value, errs: &mut Causes) {

@@ -93,7 +93,8 @@ pub fn default_pod(pod: &mut Value) {
             }
         }
     }
-    // ServiceAccount admission.
+    // ServiceAccount admission, after the deprecated `serviceAccount` was read.
+    sync_service_account(spec);
     default_zero(spec, "serviceAccountName", json!("default"));
     sync_service_account(spec);
     // Priority admission.

@@ -146,6 +146,15 @@ fn validation_defaults_pod_tolerations_and_admission() {
     assert_eq!(p["spec"]["serviceAccount"], "robot");
     assert_eq!(p["spec"]["priority"], 2_000_001_000);
 
+    // The deprecated `serviceAccount` alone names the account.
+    let p = defaulted(
+        "",
+        "Pod",
+        pod(json!({"containers": [{"name": "a", "image": "x"}], "serviceAccount": "legacy"})),
+    );
+    assert_eq!(p["spec"]["serviceAccountName"], "legacy");
+    assert_eq!(p["spec"]["serviceAccount"], "legacy");
+
     // A toleration of every taint covers both.
     let p = defaulted(
         "",
