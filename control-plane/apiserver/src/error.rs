@@ -113,6 +113,14 @@ pub struct ApiError {
     /// `Timeout`, `ServiceUnavailable`, `InternalError`, `Forbidden`, `RequestEntityTooLarge`.
     pub reason: &'static str,
     pub message: String,
+    /// `Status.details`, boxed: errors travel in every `Result` of the API and most have
+    /// few details.
+    pub details: Box<Details>,
+}
+
+/// `Status.details`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Details {
     /// `details.name`, `details.group`, `details.kind` (the resource, e.g. `pods`).
     pub name: Option<String>,
     pub group: Option<String>,
@@ -128,22 +136,18 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
-            name: None,
-            group: None,
-            kind: None,
-            causes: Vec::new(),
-            retry_after: None,
+            details: Box::default(),
         }
     }
 
     /// Attaches `details` (name, group, resource) to the error.
     pub fn with_details(mut self, group: &str, resource: &str, name: &str) -> Self {
         if !group.is_empty() {
-            self.group = Some(group.to_string());
+            self.details.group = Some(group.to_string());
         }
-        self.kind = Some(resource.to_string());
+        self.details.kind = Some(resource.to_string());
         if !name.is_empty() {
-            self.name = Some(name.to_string());
+            self.details.name = Some(name.to_string());
         }
         self
     }
@@ -213,11 +217,11 @@ impl ApiError {
             format!("{what} \"{name}\" is invalid: {body}"),
         );
         if !group.is_empty() {
-            e.group = Some(group.to_string());
+            e.details.group = Some(group.to_string());
         }
-        e.kind = Some(kind.to_string());
-        e.name = Some(name.to_string());
-        e.causes = causes;
+        e.details.kind = Some(kind.to_string());
+        e.details.name = Some(name.to_string());
+        e.details.causes = causes;
         e
     }
 
@@ -248,38 +252,39 @@ impl ApiError {
     /// 503 ServiceUnavailable (the store cannot be reached), with a retry hint.
     pub fn unavailable(message: impl Into<String>) -> Self {
         let mut e = ApiError::new(503, "ServiceUnavailable", message);
-        e.retry_after = Some(1);
+        e.details.retry_after = Some(1);
         e
     }
 
     /// 504 Timeout: the outcome of a write is unknown.
     pub fn timeout(message: impl Into<String>) -> Self {
         let mut e = ApiError::new(504, "Timeout", message);
-        e.retry_after = Some(1);
+        e.details.retry_after = Some(1);
         e
     }
 
     /// The `Status` body.
     pub fn status(&self) -> Value {
         let mut details = serde_json::Map::new();
-        if let Some(n) = &self.name {
+        if let Some(n) = &self.details.name {
             details.insert("name".into(), json!(n));
         }
-        if let Some(g) = &self.group {
+        if let Some(g) = &self.details.group {
             details.insert("group".into(), json!(g));
         }
-        if let Some(k) = &self.kind {
+        if let Some(k) = &self.details.kind {
             details.insert("kind".into(), json!(k));
         }
-        if !self.causes.is_empty() {
+        if !self.details.causes.is_empty() {
             let causes: Vec<Value> = self
+                .details
                 .causes
                 .iter()
                 .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
                 .collect();
             details.insert("causes".into(), Value::Array(causes));
         }
-        if let Some(r) = self.retry_after {
+        if let Some(r) = self.details.retry_after {
             details.insert("retryAfterSeconds".into(), json!(r));
         }
         let mut status = json!({

@@ -313,6 +313,7 @@ impl Api for GrpcApi {
             let _guard = crate::metrics::WatchGuard::new(metrics, plural);
             let mut sub = sub;
             let mut last = sub.start_rev;
+        let mut last_bookmark = -1;
             let deadline = tokio::time::Instant::now() + timeout;
             for item in std::mem::take(&mut sub.initial) {
                 last = last.max(item.rev());
@@ -323,7 +324,9 @@ impl Api for GrpcApi {
                     item = sub.rx.recv() => {
                         let Some(item) = item else { break };
                         if let WatchItem::Bookmark(r) = item {
-                            if r <= last { continue; }
+                            // A bookmark may repeat the last event's revision, once.
+                            if r < last || r == last_bookmark { continue; }
+                            last_bookmark = r;
                         }
                         last = last.max(item.rev());
                         yield Ok(to_event(&item));

@@ -14,11 +14,6 @@
 //!   [`field_patch_meta`]), applied to the nested types found by following k8s-openapi's
 //!   JSON schemas down from the root kind ([`root_definition`]).
 
-// `ApiError` (a whole `Status`, ~150 bytes) is the error type the public signature
-// promises, and internal helpers pass it through unchanged. Errors are the cold path of a
-// patch, so the larger `Result` costs nothing worth boxing for.
-#![allow(clippy::result_large_err)]
-
 mod meta;
 mod schema;
 mod strategic;

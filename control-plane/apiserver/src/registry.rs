@@ -958,6 +958,7 @@ impl Registry {
         part: Part,
         opts: WriteOpts,
     ) -> ApiResult<Option<Value>> {
+        validation::prepare_update(res.group, res.kind, &mut candidate, old);
         validation::apply_defaults(res.group, res.kind, &mut candidate);
         let name = meta_str(old, "name").to_string();
         let causes = if part == Part::Status {
@@ -1487,50 +1488,6 @@ fn decode_continue(token: &str) -> ApiResult<(i64, Option<Vec<u8>>)> {
     Ok((rev, Some(start)))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cidr_and_tokens() {
-        let (base, size) = parse_cidr("10.96.0.0/12").unwrap();
-        assert_eq!(Ipv4Addr::from(base), Ipv4Addr::new(10, 96, 0, 0));
-        assert_eq!(size, 1 << 20);
-        assert!(parse_cidr("10.96.0.0").is_err());
-        let t = encode_continue(42, b"/registry/pods/a/b\0");
-        assert_eq!(
-            decode_continue(&t).unwrap(),
-            (42, Some(b"/registry/pods/a/b\0".to_vec()))
-        );
-        assert_eq!(decode_continue("garbage!").unwrap_err().code, 400);
-    }
-
-    #[test]
-    fn update_keeps_server_fields_and_bumps_generation() {
-        let dep = resources::lookup("apps", "v1", "deployments").unwrap();
-        let old = json!({"metadata": {"name": "d", "namespace": "n", "uid": "u1", "generation": 3, "creationTimestamp": "2020-01-01T00:00:00Z"},
-            "spec": {"replicas": 1}, "status": {"replicas": 1}});
-        let new = json!({"metadata": {"name": "d", "uid": "forged", "labels": {"a": "b"}}, "spec": {"replicas": 2}, "status": {"replicas": 9}});
-        let m = merge_for_update(dep, Part::Main, &old, new);
-        assert_eq!(m["metadata"]["uid"], "u1");
-        assert_eq!(m["metadata"]["generation"], 4);
-        assert_eq!(m["metadata"]["labels"]["a"], "b");
-        assert_eq!(
-            m["status"]["replicas"], 1,
-            "status ignored on the main resource"
-        );
-        let s = merge_for_update(
-            dep,
-            Part::Status,
-            &old,
-            json!({"metadata": {"name": "d"}, "spec": {"replicas": 7}, "status": {"replicas": 5}}),
-        );
-        assert_eq!(s["spec"]["replicas"], 1, "spec ignored on status");
-        assert_eq!(s["status"]["replicas"], 5);
-        assert_eq!(s["metadata"]["generation"], 3);
-    }
-}
-
 impl Registry {
     /// `PUT namespaces/<name>/finalize`: replaces `spec.finalizers` (the namespace
     /// controller's hand-off). A terminating namespace with no finalizers left is deleted.
@@ -1578,5 +1535,49 @@ impl Registry {
             name,
             "too many concurrent writers; try again",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_and_tokens() {
+        let (base, size) = parse_cidr("10.96.0.0/12").unwrap();
+        assert_eq!(Ipv4Addr::from(base), Ipv4Addr::new(10, 96, 0, 0));
+        assert_eq!(size, 1 << 20);
+        assert!(parse_cidr("10.96.0.0").is_err());
+        let t = encode_continue(42, b"/registry/pods/a/b\0");
+        assert_eq!(
+            decode_continue(&t).unwrap(),
+            (42, Some(b"/registry/pods/a/b\0".to_vec()))
+        );
+        assert_eq!(decode_continue("garbage!").unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn update_keeps_server_fields_and_bumps_generation() {
+        let dep = resources::lookup("apps", "v1", "deployments").unwrap();
+        let old = json!({"metadata": {"name": "d", "namespace": "n", "uid": "u1", "generation": 3, "creationTimestamp": "2020-01-01T00:00:00Z"},
+            "spec": {"replicas": 1}, "status": {"replicas": 1}});
+        let new = json!({"metadata": {"name": "d", "uid": "forged", "labels": {"a": "b"}}, "spec": {"replicas": 2}, "status": {"replicas": 9}});
+        let m = merge_for_update(dep, Part::Main, &old, new);
+        assert_eq!(m["metadata"]["uid"], "u1");
+        assert_eq!(m["metadata"]["generation"], 4);
+        assert_eq!(m["metadata"]["labels"]["a"], "b");
+        assert_eq!(
+            m["status"]["replicas"], 1,
+            "status ignored on the main resource"
+        );
+        let s = merge_for_update(
+            dep,
+            Part::Status,
+            &old,
+            json!({"metadata": {"name": "d"}, "spec": {"replicas": 7}, "status": {"replicas": 5}}),
+        );
+        assert_eq!(s["spec"]["replicas"], 1, "spec ignored on status");
+        assert_eq!(s["status"]["replicas"], 5);
+        assert_eq!(s["metadata"]["generation"], 3);
     }
 }

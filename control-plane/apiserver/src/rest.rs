@@ -78,9 +78,9 @@ pub fn parse_target(path: &str) -> Option<Target> {
                 return None;
             }
             if let Some(s) = &sub {
-                if !res.subresources.contains(&s.as_str())
-                    && !(res.kind == "Namespace" && s == "finalize")
-                {
+                let known = res.subresources.contains(&s.as_str())
+                    || (res.kind == "Namespace" && s == "finalize");
+                if !known {
                     return None;
                 }
             }
@@ -230,7 +230,7 @@ pub fn json_response(code: u16, body: &Value, warnings: &[String]) -> Response {
 /// The error as a `Status` response.
 pub fn error_response(e: &ApiError) -> Response {
     let mut resp = json_response(e.code, &e.status(), &[]);
-    if let Some(r) = e.retry_after {
+    if let Some(r) = e.details.retry_after {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(r));
     }
@@ -339,10 +339,15 @@ fn require_json(headers: &HeaderMap) -> ApiResult<()> {
     if media.is_empty() || media == "application/json" || media == "*/*" {
         return Ok(());
     }
+    let hint = if media.contains("protobuf") {
+        " (this server takes JSON bodies only: use `kubectl create -f` / `kubectl apply -f` with a manifest)"
+    } else {
+        ""
+    };
     Err(ApiError::new(
         415,
         "UnsupportedMediaType",
-        format!("the body of the request was in an unknown format - accepted media types include: application/json (got {media:?})"),
+        format!("the body of the request was in an unknown format - accepted media types include: application/json (got {media:?}){hint}"),
     ))
 }
 
@@ -751,6 +756,7 @@ async fn watch_response(
         let _guard = crate::metrics::WatchGuard::new(metrics, plural);
         let mut sub = sub;
         let mut last = sub.start_rev;
+        let mut last_bookmark = -1;
         let deadline = tokio::time::Instant::now() + timeout;
         for item in std::mem::take(&mut sub.initial) {
             last = last.max(item.rev());
@@ -766,7 +772,9 @@ async fn watch_response(
                 item = sub.rx.recv() => {
                     let Some(item) = item else { break };
                     if let WatchItem::Bookmark(r) = item {
-                        if r <= last { continue; }
+                        // A bookmark may repeat the last event's revision, once.
+                        if r < last || r == last_bookmark { continue; }
+                        last_bookmark = r;
                     }
                     last = last.max(item.rev());
                     yield encode_item(&item, &api_version, kind);

@@ -10,10 +10,6 @@
 //! - [`FieldSelector`]: `k=v`, `k==v`, `k!=v`, ANDed with commas, over the few field paths
 //!   each resource supports ([`supported_fields`]).
 
-// Parse errors are the crate's `ApiError` (a whole `Status`), as the handlers return them;
-// they are built once per bad request, so their size does not matter.
-#![allow(clippy::result_large_err)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 

@@ -14,10 +14,6 @@
 //! as Kubernetes would print the field's zero value (or the API default the server would
 //! have stored), so a half-written object still lists.
 
-// `IncludeObject::parse` returns the crate's `ApiError` (a whole `Status`), as handlers
-// return it; it is built once per bad request, so its size does not matter.
-#![allow(clippy::result_large_err)]
-
 mod cells;
 mod columns;
 

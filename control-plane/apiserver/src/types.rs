@@ -164,7 +164,7 @@ pub fn definitions() -> &'static Map<String, Value> {
 }
 
 /// Follows `$ref` and single-element `allOf` wrappers to the schema they stand for.
-pub fn resolve<'a>(mut schema: &'a Value) -> &'a Value {
+pub fn resolve(mut schema: &Value) -> &Value {
     for _ in 0..16 {
         if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
             let name = r.rsplit('/').next().unwrap_or(r);
