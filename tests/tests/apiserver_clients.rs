@@ -290,3 +290,96 @@ async fn grpc_watch_streams_resumes_and_reports_expiry() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_ips_are_unique_and_bindings_happen_once() -> Result<()> {
+    use k8s_openapi::api::core::v1::{Binding, Pod, Service};
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(
+        dir.path(),
+        &["--service-cluster-ip-range=10.100.0.0/24".to_string()],
+    )
+    .await?;
+    let client = kube_client(&server).await?;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let svc = |name: &str, ip: Option<&str>| -> Service {
+        let mut v = serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}});
+        if let Some(ip) = ip {
+            v["spec"]["clusterIP"] = serde_json::json!(ip);
+        }
+        serde_json::from_value(v).expect("valid Service")
+    };
+    let mut ips = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let s = svcs
+            .create(&PostParams::default(), &svc(&format!("s{i}"), None))
+            .await?;
+        let ip = s.spec.and_then(|s| s.cluster_ip).context("clusterIP")?;
+        ensure!(ip.starts_with("10.100.0.") && ip != "10.100.0.1", "{ip}");
+        ensure!(ips.insert(ip.clone()), "{ip} handed out twice");
+    }
+    let taken = ips.iter().next().cloned().context("an ip")?;
+    let dup = svcs
+        .create(&PostParams::default(), &svc("dup", Some(&taken)))
+        .await;
+    ensure!(
+        matches!(dup, Err(kube::Error::Api(ref e)) if e.code == 422 && e.message.contains("already allocated")),
+        "{dup:?}"
+    );
+    let out = svcs
+        .create(&PostParams::default(), &svc("out", Some("10.200.0.5")))
+        .await;
+    ensure!(
+        matches!(out, Err(kube::Error::Api(ref e)) if e.code == 422),
+        "{out:?}"
+    );
+    // A deleted Service's address can be taken again.
+    let victim = svcs
+        .get("s0")
+        .await?
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("ip")?;
+    svcs.delete("s0", &Default::default()).await?;
+    svcs.create(&PostParams::default(), &svc("again", Some(&victim)))
+        .await?;
+
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let pod: Pod = serde_json::from_value(
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+    )?;
+    let created = pods.create(&PostParams::default(), &pod).await?;
+    let spec = created.spec.clone().context("spec")?;
+    ensure!(
+        spec.restart_policy.as_deref() == Some("Always")
+            && spec.scheduler_name.as_deref() == Some("default-scheduler")
+    );
+    ensure!(created.status.and_then(|s| s.phase).as_deref() == Some("Pending"));
+    let binding = |node: &str| -> Binding {
+        serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": node}})).expect("valid Binding")
+    };
+    pods.create_subresource::<Binding, serde_json::Value>(
+        "binding",
+        "p",
+        &PostParams::default(),
+        &binding("n1"),
+    )
+    .await?;
+    let bound = pods.get("p").await?;
+    ensure!(bound.spec.and_then(|s| s.node_name).as_deref() == Some("n1"));
+    let again = pods
+        .create_subresource::<Binding, serde_json::Value>(
+            "binding",
+            "p",
+            &PostParams::default(),
+            &binding("n2"),
+        )
+        .await;
+    ensure!(
+        matches!(again, Err(kube::Error::Api(ref e)) if e.code == 409 && e.message.contains("already assigned")),
+        "{again:?}"
+    );
+    Ok(())
+}
