@@ -317,3 +317,57 @@ spec:
     );
     Ok(())
 }
+
+/// A stand-in for a node agent's log endpoint: answers every request with the path and
+/// query it was asked for, then two log lines.
+async fn fake_agent() -> Result<(u16, tokio::task::JoinHandle<()>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let target = req.split_whitespace().nth(1).unwrap_or("").to_string();
+                let body = format!("asked {target}\nline one\nline two\n");
+                let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    Ok((port, task))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_logs_are_proxied_to_the_pods_node() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path(), &[]).await?;
+    let k = server.kubectl();
+    let (port, agent) = fake_agent().await?;
+    let node = format!(
+        r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"n1"}},"status":{{"addresses":[{{"type":"InternalIP","address":"127.0.0.1"}}],"daemonEndpoints":{{"kubeletEndpoint":{{"Port":{port}}}}}}}}}"#
+    );
+    let out = k.run_stdin(&["create", "-f", "-"], Some(&node)).await?;
+    ensure!(out.success(), "{out:?}");
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"nodeName":"n1","containers":[{"name":"c","image":"busybox"}]}}"#;
+    let out = k.run_stdin(&["create", "-f", "-"], Some(pod)).await?;
+    ensure!(out.success(), "{out:?}");
+    let out = k.ok(&["logs", "p", "--tail=5"]).await?;
+    ensure!(
+        out.contains("asked /containerLogs/default/p/c?")
+            && out.contains("tailLines=5")
+            && out.contains("line two"),
+        "{out}"
+    );
+    let unbound = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"q"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#;
+    k.run_stdin(&["create", "-f", "-"], Some(unbound)).await?;
+    let out = k.run(&["logs", "q"]).await?;
+    ensure!(
+        !out.success() && out.stderr.contains("does not have a host assigned"),
+        "{out:?}"
+    );
+    agent.abort();
+    Ok(())
+}
