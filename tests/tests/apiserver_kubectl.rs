@@ -40,6 +40,13 @@ metadata: {name: cfg}
 data: {a: "1"}
 "#;
 
+async fn next_line(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) -> Result<String> {
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await??;
+    line.context("kubectl ended")
+}
+
 fn json(s: &str) -> Result<Value> {
     serde_json::from_str(s).with_context(|| format!("not JSON: {s}"))
 }
@@ -228,6 +235,21 @@ async fn kubectl_creates_applies_gets_and_deletes() -> Result<()> {
             .await?
             == "5"
     );
+
+    // get -w in table form: a row per change, in the columns of the first page.
+    let mut watch = k.spawn(&["get", "deploy", "web", "-w"])?;
+    let mut lines = BufReader::new(watch.stdout.take().context("stdout")?).lines();
+    let header = next_line(&mut lines).await?;
+    ensure!(
+        header.contains("READY") && header.contains("UP-TO-DATE"),
+        "{header}"
+    );
+    let row = next_line(&mut lines).await?;
+    ensure!(row.starts_with("web") && row.contains("0/5"), "{row}");
+    k.ok(&["scale", "deploy", "web", "--replicas=6"]).await?;
+    let row = next_line(&mut lines).await?;
+    ensure!(row.starts_with("web") && row.contains("0/6"), "{row}");
+    let _ = watch.kill().await;
 
     // delete (with --wait), delete ns.
     let out = k.ok(&["delete", "cm", "cfg"]).await?;

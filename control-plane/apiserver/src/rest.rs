@@ -444,7 +444,7 @@ async fn handle(
             }
             match *method {
                 Method::GET if watch || q.flag("watch") => {
-                    watch_response(app, res, ns, None, q).await
+                    watch_response(app, res, ns, None, q, headers).await
                 }
                 Method::GET => {
                     let format = negotiate(headers)?;
@@ -516,6 +516,7 @@ async fn handle(
                     if res.namespaced { Some(ns) } else { None },
                     Some(name),
                     q,
+                    headers,
                 )
                 .await;
             }
@@ -713,7 +714,14 @@ async fn watch_response(
     ns: Option<String>,
     name: Option<String>,
     q: &Query,
+    headers: &HeaderMap,
 ) -> ApiResult<Response> {
+    // `kubectl get -w` asks for Tables: then each event carries a one-row Table.
+    let table = match negotiate(headers)? {
+        Format::Table => Some(IncludeObject::parse(q.get("includeObject"))?),
+        _ => None,
+    };
+    let group = res.group;
     let filter = build_filter(
         res,
         q.get("labelSelector").unwrap_or(""),
@@ -760,7 +768,7 @@ async fn watch_response(
         let deadline = tokio::time::Instant::now() + timeout;
         for item in std::mem::take(&mut sub.initial) {
             last = last.max(item.rev());
-            yield encode_item(&item, &api_version, kind);
+            yield encode_item(&item, &api_version, kind, table.map(|t| (group, plural, t)));
         }
         if send_initial && bookmarks {
             let mut b = bookmark_object(&api_version, kind, sub.start_rev.max(last));
@@ -777,7 +785,7 @@ async fn watch_response(
                         last_bookmark = r;
                     }
                     last = last.max(item.rev());
-                    yield encode_item(&item, &api_version, kind);
+                    yield encode_item(&item, &api_version, kind, table.map(|t| (group, plural, t)));
                 }
                 _ = tokio::time::sleep_until(deadline) => break,
             }
@@ -786,18 +794,40 @@ async fn watch_response(
     Ok(stream_response(stream.boxed()))
 }
 
-fn encode_item(item: &WatchItem, api_version: &str, kind: &str) -> Bytes {
+/// One watch event line; as a one-row Table when `table` says so.
+fn encode_item(
+    item: &WatchItem,
+    api_version: &str,
+    kind: &str,
+    table: Option<(&str, &str, IncludeObject)>,
+) -> Bytes {
     match item {
-        WatchItem::Event { kind: k, event } if *k == event.kind => event.json_line(),
+        WatchItem::Event { kind: k, event } if *k == event.kind && table.is_none() => {
+            event.json_line()
+        }
         WatchItem::Event { kind: k, event } => {
-            let obj = if *k == EventKind::Deleted {
+            let obj = if *k == EventKind::Deleted && *k != event.kind {
                 event.prev.clone().unwrap_or_else(|| event.object.clone())
             } else {
                 event.object.clone()
             };
             let mut obj = (*obj).clone();
             crate::objects::set_resource_version(&mut obj, event.rev);
-            watch_line(k.as_str(), &obj)
+            match table {
+                Some((group, plural, include)) => {
+                    let meta = json!({"resourceVersion": event.rev.to_string()});
+                    let t = to_table(
+                        group,
+                        plural,
+                        std::slice::from_ref(&obj),
+                        meta,
+                        include,
+                        jiff::Timestamp::now(),
+                    );
+                    watch_line(k.as_str(), &t)
+                }
+                None => watch_line(k.as_str(), &obj),
+            }
         }
         WatchItem::Bookmark(r) => watch_line("BOOKMARK", &bookmark_object(api_version, kind, *r)),
     }
