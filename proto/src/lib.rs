@@ -11,9 +11,12 @@
 //! - [`raft`]: `skiff.raft.v1`, the peer API between store members (raft messages,
 //!   streamed snapshots, requests forwarded to the leader).
 //!
+//! - [`K8S_DESCRIPTORS`]: the Kubernetes messages (`io.k8s.*`) whose protobuf encoding the
+//!   API server decodes, as a descriptor set for dynamic decoding.
+//!
 //! - [`prefix_end`]: the `range_end` of a key prefix.
 //!
-//! The .proto sources are beside this crate in `etcd/` and `skiff/`.
+//! The .proto sources are beside this crate in `etcd/`, `skiff/` and `k8s/`.
 
 #![allow(clippy::all, clippy::pedantic)]
 
@@ -36,6 +39,17 @@ pub mod api {
 pub mod raft {
     tonic::include_proto!("skiff.raft.v1");
 }
+
+/// The encoded `google.protobuf.FileDescriptorSet` of `k8s/*.proto` (with imports): our
+/// declarations of the Kubernetes messages that kubectl and client-go send as protobuf
+/// request bodies (the `runtime.Unknown` envelope, Namespace, ConfigMap, Secret, Service,
+/// apps/v1 Deployment), with Kubernetes's field numbers and names.
+///
+/// A descriptor set rather than generated structs because the API server converts these
+/// messages to JSON generically and must see every field present on the wire, known or
+/// not (`prost-reflect` keeps unknown fields; generated structs would drop them). See
+/// `k8s/README.md` for the conventions the declarations follow.
+pub const K8S_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/k8s_descriptors.bin"));
 
 /// The smallest key greater than every key starting with `prefix`: the `range_end` that
 /// makes a request cover the prefix (etcdctl's `--prefix`). `[0]` — every key — when

@@ -259,8 +259,8 @@ async fn kubectl_creates_applies_gets_and_deletes() -> Result<()> {
         !gone.success() && gone.stderr.contains("NotFound"),
         "{gone:?}"
     );
-    // kubectl's generators (`create ns`, `create configmap`) send protobuf bodies, which
-    // this server does not decode yet; manifests travel as JSON.
+    // Manifests travel as JSON (kubectl's generators, `create ns`, `create configmap`,
+    // send protobuf bodies; control-plane/apiserver decodes them and tests that).
     let scratch = "apiVersion: v1\nkind: Namespace\nmetadata: {name: scratch}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: scratch}\ndata: {k: v}\n";
     let out = k.run_stdin(&["create", "-f", "-"], Some(scratch)).await?;
     ensure!(out.success(), "{out:?}");

@@ -9,6 +9,7 @@
 //! - [`resources`]: the table of served resources.
 //! - [`error`]: `Status` errors.
 //! - [`patch`]: JSON merge, JSON patch and strategic merge patch.
+//! - [`protobuf`]: Kubernetes protobuf request bodies (kubectl's generators), as JSON.
 //! - [`validation`]: defaulting and validation per resource.
 //! - [`selector`]: label and field selectors.
 //! - [`table`]: `meta.k8s.io/v1 Table` rows for `kubectl get`.
@@ -23,6 +24,7 @@ pub mod namespaces;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod resources;
 pub mod rest;

@@ -333,21 +333,26 @@ fn content_type(headers: &HeaderMap) -> &str {
         .unwrap_or("application/json")
 }
 
-fn require_json(headers: &HeaderMap) -> ApiResult<()> {
+/// The object in the body of a POST or PUT, as JSON: a JSON body as it is, a Kubernetes
+/// protobuf body (what kubectl's typed generators send) decoded by
+/// [`crate::protobuf::decode_body`]; either then goes through the same decoding,
+/// defaulting and validation. Any other media type is refused with 415.
+fn request_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
     let ct = content_type(headers);
     let media = ct.split(';').next().unwrap_or("").trim();
     if media.is_empty() || media == "application/json" || media == "*/*" {
-        return Ok(());
+        return parse_json_body(body);
     }
-    let hint = if media.contains("protobuf") {
-        " (this server takes JSON bodies only: use `kubectl create -f` / `kubectl apply -f` with a manifest)"
-    } else {
-        ""
-    };
+    if crate::protobuf::is_protobuf(ct) {
+        return crate::protobuf::decode_body(body);
+    }
     Err(ApiError::new(
         415,
         "UnsupportedMediaType",
-        format!("the body of the request was in an unknown format - accepted media types include: application/json (got {media:?}){hint}"),
+        format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, {} (got {media:?})",
+            crate::protobuf::MEDIA_TYPE
+        ),
     ))
 }
 
@@ -463,15 +468,10 @@ async fn handle(
                     Ok(list_response(res, &page.items, meta, format, q)?)
                 }
                 Method::POST => {
-                    require_json(headers)?;
+                    let obj = request_body(headers, &body)?;
                     let opts = write_opts(q)?;
                     let out = reg
-                        .create(
-                            res,
-                            ns.as_deref().unwrap_or(""),
-                            parse_json_body(&body)?,
-                            opts,
-                        )
+                        .create(res, ns.as_deref().unwrap_or(""), obj, opts)
                         .await?;
                     Ok(json_response(201, &out.object, &out.warnings))
                 }
@@ -587,16 +587,9 @@ async fn handle(
                     }
                 }
                 Method::PUT => {
-                    require_json(headers)?;
+                    let obj = request_body(headers, &body)?;
                     let out = reg
-                        .update(
-                            res,
-                            &ns,
-                            &name,
-                            part,
-                            parse_json_body(&body)?,
-                            write_opts(q)?,
-                        )
+                        .update(res, &ns, &name, part, obj, write_opts(q)?)
                         .await?;
                     Ok(json_response(
                         if out.created { 201 } else { 200 },
@@ -922,5 +915,50 @@ mod tests {
             HeaderValue::from_static("application/vnd.kubernetes.protobuf, */*"),
         );
         assert_eq!(negotiate(&h).unwrap(), Format::Json);
+    }
+
+    #[test]
+    fn request_bodies_by_content_type() {
+        let mut h = HeaderMap::new();
+        let json = Bytes::from_static(br#"{"kind":"Namespace","metadata":{"name":"a"}}"#);
+        assert_eq!(request_body(&h, &json).unwrap()["metadata"]["name"], "a");
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        assert_eq!(request_body(&h, &json).unwrap()["kind"], "Namespace");
+        assert_eq!(
+            request_body(&h, &Bytes::from_static(b"{"))
+                .unwrap_err()
+                .code,
+            400
+        );
+
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.kubernetes.protobuf"),
+        );
+        let pb = Bytes::from_static(include_bytes!("../tests/fixtures/kubectl/namespace.pb"));
+        let ns = request_body(&h, &pb).unwrap();
+        assert_eq!(
+            (&ns["apiVersion"], &ns["kind"], &ns["metadata"]["name"]),
+            (&json!("v1"), &json!("Namespace"), &json!("team-a"))
+        );
+        let e = request_body(&h, &json).unwrap_err();
+        assert_eq!((e.code, e.reason), (400, "BadRequest"), "{e:?}");
+
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/cbor"),
+        );
+        let e = request_body(&h, &json).unwrap_err();
+        assert_eq!((e.code, e.reason), (415, "UnsupportedMediaType"));
+        assert!(
+            e.message.contains(
+                "accepted media types include: application/json, application/vnd.kubernetes.protobuf (got \"application/cbor\")"
+            ),
+            "{}",
+            e.message
+        );
     }
 }
