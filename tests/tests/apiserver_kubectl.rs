@@ -259,11 +259,59 @@ async fn kubectl_creates_applies_gets_and_deletes() -> Result<()> {
         !gone.success() && gone.stderr.contains("NotFound"),
         "{gone:?}"
     );
-    // Manifests travel as JSON (kubectl's generators, `create ns`, `create configmap`,
-    // send protobuf bodies; control-plane/apiserver decodes them and tests that).
-    let scratch = "apiVersion: v1\nkind: Namespace\nmetadata: {name: scratch}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: scratch}\ndata: {k: v}\n";
-    let out = k.run_stdin(&["create", "-f", "-"], Some(scratch)).await?;
-    ensure!(out.success(), "{out:?}");
+    // kubectl's generators send protobuf bodies.
+    k.ok(&["create", "ns", "scratch"]).await?;
+    k.ok(&[
+        "-n",
+        "scratch",
+        "create",
+        "configmap",
+        "x",
+        "--from-literal=k=v",
+    ])
+    .await?;
+    k.ok(&[
+        "-n",
+        "scratch",
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "--from-literal=p=q",
+    ])
+    .await?;
+    k.ok(&[
+        "-n",
+        "scratch",
+        "create",
+        "deployment",
+        "d",
+        "--image=busybox",
+        "--replicas=2",
+    ])
+    .await?;
+    let d = json(
+        &k.ok(&["-n", "scratch", "get", "deploy", "d", "-o", "json"])
+            .await?,
+    )?;
+    ensure!(
+        d["spec"]["replicas"] == 2
+            && d["spec"]["template"]["spec"]["containers"][0]["image"] == "busybox",
+        "{d}"
+    );
+    ensure!(
+        k.ok(&[
+            "-n",
+            "scratch",
+            "get",
+            "secret",
+            "s",
+            "-o",
+            "jsonpath={.data.p}"
+        ])
+        .await?
+            == "cQ=="
+    );
     let out = k.ok(&["delete", "ns", "scratch", "--timeout=30s"]).await?;
     ensure!(out.contains("namespace \"scratch\" deleted"), "{out}");
     let gone = k.run(&["get", "ns", "scratch"]).await?;
