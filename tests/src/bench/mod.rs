@@ -1,5 +1,6 @@
 //! The benchmark behind `skiff-bench`: closed-loop workloads over the etcd v3 API only, so
-//! one run measures Skiff and the real etcd with the same client.
+//! one run measures Skiff and the real etcd with the same client; and, in [`api`], the
+//! Kubernetes API server of `skiff server` over its REST API.
 //!
 //! A *case* is a workload with a number of clients (`put:64`). Clients share `connections`
 //! HTTP/2 connections spread over the endpoints; each client issues one request at a time
@@ -13,7 +14,10 @@
 //! - [`runner`]: connections, and the put / range / txn / lease keep-alive loops.
 //! - [`watch`]: the watch fan-out case with its exactly-once delivery check.
 //! - [`report`]: markdown tables, single-target and Skiff/etcd comparison.
+//! - [`api`]: `skiff-bench api`: open-loop REST load, watch fan-out and memory of the API
+//!   server, with its own report.
 
+pub mod api;
 pub mod keys;
 pub mod report;
 pub mod runner;

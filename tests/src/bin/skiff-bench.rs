@@ -1,23 +1,30 @@
 //! `skiff-bench`: the store benchmark over the etcd v3 API. `run` measures one target
 //! (running servers given by `--endpoints`, or a cluster it starts itself); `compare`
 //! starts etcd and `skiff store` clusters through the harness, runs the same suite on
-//! both and prints Skiff/etcd ratios. Flag parsing and orchestration only; the workloads
-//! live in `skiff_tests::bench`.
+//! both and prints Skiff/etcd ratios. `api` measures the Kubernetes API server of one
+//! `skiff server`. Flag parsing and orchestration only; the workloads live in
+//! `skiff_tests::bench`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use skiff_tests::bench::api::{
+    raise_nofile, run_api, server_log_table, split_log, ApiClient, ApiParams, Phases,
+};
 use skiff_tests::bench::report::{single_table, ComparedCase, RssPair};
 use skiff_tests::bench::workload::{parse_suite, DEFAULT_SUITE};
 use skiff_tests::bench::{load_keys, run_case, Case, CaseResult, Comparison, Params, Session};
+use skiff_tests::binaries::SKIFF_BIN_ENV;
+use skiff_tests::server::Server;
 use skiff_tests::{skiff_binary, Cluster, ClusterConfig, Target};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "skiff-bench",
-    about = "Benchmark a store over the etcd v3 API: Skiff against the real etcd."
+    about = "Benchmark a store over the etcd v3 API: Skiff against the real etcd; or \
+             Skiff's Kubernetes API server (`api`)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,6 +38,35 @@ enum Command {
     /// Start etcd and skiff clusters (1 and 3 members), run the same suite on each and
     /// print one table with skiff/etcd ratios and the RSS of each after a load.
     Compare(CompareArgs),
+    /// Measure the Kubernetes API server of one `skiff server` over its REST API
+    ///
+    /// Starts `skiff server` (or uses --server) and prints three markdown tables, each
+    /// phase in a fresh namespace:
+    ///
+    /// 1. Latency at a fixed rate: an open-loop load of --rate mutating requests/s on Pods
+    ///    (creates, updates = GET + PUT with a changed label, deletes: 50/30/20) and, at
+    ///    the same time, --rate single-Pod GETs/s, for --duration seconds. Requests go out
+    ///    at their scheduled time whatever earlier ones do, and latency runs from that
+    ///    time (no coordinated omission). Printed: p50/p90/p99/max for mutating requests
+    ///    (and per verb) and for reads, achieved rates, errors; 409 conflicts (an update
+    ///    retries once with a fresh GET) and 404s are counted apart, not as errors. The
+    ///    p99 is judged against the Kubernetes SLO (≤ 1 s) and Skiff's aim (≤ 50 ms).
+    /// 2. Watch fan-out: --watchers watch streams (one HTTP/1.1 connection each) from one
+    ///    resourceVersion; one writer creates --watch-events Pods one at a time. Every
+    ///    watcher must get every acknowledged create exactly once, in resourceVersion
+    ///    order (delivered/expected); latency from each create's send to its receipt at
+    ///    each watcher (p50/p90/p99/max).
+    /// 3. Memory: --pods Pods created (--load-concurrency in flight); once a
+    ///    resourceVersion=0 list returns them all, the server's RSS (VmRSS: API server
+    ///    plus its embedded store member; also at start and before the load, so the delta
+    ///    shows), then full lists timed --list-repeats times: resourceVersion=0 (watch
+    ///    cache) and consistent (no resourceVersion).
+    ///
+    /// When it started the server itself, it also prints the server's own handling time
+    /// per phase and request (from its request log) and the log's warnings and errors.
+    /// Exits non-zero when a phase could not run or the watch was not exactly once.
+    #[command(verbatim_doc_comment)]
+    Api(ApiArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +159,106 @@ struct LoadArgs {
     op_timeout_ms: u64,
 }
 
+/// A phase of `skiff-bench api`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Open-loop mutating and read latency at --rate.
+    Load,
+    /// Watch fan-out to --watchers streams.
+    Watch,
+    /// RSS with --pods Pods cached, and full lists.
+    Memory,
+}
+
+#[derive(Args, Debug)]
+struct ApiArgs {
+    /// The skiff binary started as `skiff server` (default: target/{release,debug}/skiff
+    /// of the workspace).
+    #[arg(long, env = "SKIFF_BIN")]
+    skiff_bin: Option<PathBuf>,
+    /// A running API server to measure instead (`http://host:port`); nothing is started.
+    #[arg(long, env = "SKIFF_BENCH_SERVER")]
+    server: Option<String>,
+    /// The pid of the --server process, to read its RSS (n/a without it).
+    #[arg(long, requires = "server")]
+    server_pid: Option<u32>,
+    /// Phases to run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        env = "SKIFF_BENCH_PHASES",
+        value_delimiter = ',',
+        default_value = "load,watch,memory"
+    )]
+    phases: Vec<Phase>,
+    /// Load: mutating requests per second (and as many reads per second), open loop.
+    #[arg(long, env = "SKIFF_BENCH_RATE", default_value_t = 200.0)]
+    rate: f64,
+    /// Load: seconds of load.
+    #[arg(long, env = "SKIFF_BENCH_DURATION", default_value_t = 30)]
+    duration: u64,
+    /// Load: requests in flight per kind (mutating, read) past which a scheduled request
+    /// is not sent (counted as "not sent").
+    #[arg(long, env = "SKIFF_BENCH_MAX_IN_FLIGHT", default_value_t = 512)]
+    max_in_flight: usize,
+    /// Watch: concurrent watch streams, one connection each.
+    #[arg(long, env = "SKIFF_BENCH_WATCHERS", default_value_t = 1000)]
+    watchers: usize,
+    /// Watch: Pods created while they watch (each is an event for every watcher).
+    #[arg(long, env = "SKIFF_BENCH_WATCH_EVENTS", default_value_t = 200)]
+    watch_events: u64,
+    /// Memory: Pods loaded before reading the RSS and timing full lists.
+    #[arg(long, env = "SKIFF_BENCH_PODS", default_value_t = 10_000)]
+    pods: u64,
+    /// Creates in flight while loading Pods (memory phase, and the load phase's seed).
+    #[arg(long, env = "SKIFF_BENCH_LOAD_CONCURRENCY", default_value_t = 64)]
+    load_concurrency: usize,
+    /// Memory: how many times each full list is timed.
+    #[arg(long, env = "SKIFF_BENCH_LIST_REPEATS", default_value_t = 5)]
+    list_repeats: usize,
+    /// Per-request timeout, ms; a request past it counts as an error.
+    #[arg(long, env = "SKIFF_BENCH_OP_TIMEOUT_MS", default_value_t = 10_000)]
+    op_timeout_ms: u64,
+}
+
+impl ApiArgs {
+    fn params(&self) -> ApiParams {
+        ApiParams {
+            rate: self.rate,
+            duration: Duration::from_secs(self.duration),
+            max_in_flight: self.max_in_flight.max(1),
+            watchers: self.watchers,
+            watch_events: self.watch_events,
+            pods: self.pods,
+            load_concurrency: self.load_concurrency.max(1),
+            op_timeout: Duration::from_millis(self.op_timeout_ms),
+            list_repeats: self.list_repeats.max(1),
+        }
+    }
+
+    fn phases(&self) -> Phases {
+        Phases {
+            load: self.phases.contains(&Phase::Load),
+            watch: self.phases.contains(&Phase::Watch),
+            memory: self.phases.contains(&Phase::Memory),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "rate {} /s for {} s, {} watchers × {} events, {} pods ({} in flight), \
+             op timeout {} ms",
+            self.rate,
+            self.duration,
+            self.watchers,
+            self.watch_events,
+            self.pods,
+            self.load_concurrency,
+            self.op_timeout_ms
+        )
+    }
+}
+
 impl LoadArgs {
     fn params(&self) -> Params {
         Params {
@@ -172,6 +308,14 @@ fn target_of(kind: Kind, skiff_bin: &Option<PathBuf>) -> Result<Target> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Command::Api(ApiArgs {
+        skiff_bin: Some(bin),
+        ..
+    }) = &cli.command
+    {
+        // The harness finds the binary through SKIFF_BIN; set before any thread exists.
+        std::env::set_var(SKIFF_BIN_ENV, bin);
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     runtime.block_on(async {
         // On Ctrl-C the work future is dropped, and with it every cluster it started:
@@ -190,7 +334,104 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run_one(args).await,
         Command::Compare(args) => compare(args).await,
+        Command::Api(args) => api(args).await,
     }
+}
+
+/// `skiff-bench api`: starts `skiff server` unless --server is given, runs the phases and
+/// prints the report; then the server log's warnings and errors (when started here).
+async fn api(args: ApiArgs) -> Result<()> {
+    if !(args.rate > 0.0 && args.rate.is_finite()) {
+        bail!("--rate must be a positive number");
+    }
+    let params = args.params();
+    // One socket per watcher here and in the server, plus the load's connections.
+    let want = args.watchers as u64 * 2 + 1024;
+    match raise_nofile(want) {
+        Ok(n) if n < args.watchers as u64 + 256 => {
+            eprintln!("[api] warning: only {n} open files allowed; watchers may fail")
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("[api] warning: could not raise the open-files limit: {e:#}"),
+    }
+    // The server is declared before its temp dir so it is killed before the dir goes.
+    let started: Option<(Server, tempfile::TempDir)>;
+    let (url, pid, label) = match &args.server {
+        Some(url) => {
+            started = None;
+            (url.clone(), args.server_pid, url.clone())
+        }
+        None => {
+            let bin = skiff_binary()?;
+            if !bin.is_file() {
+                bail!("skiff binary {} does not exist", bin.display());
+            }
+            let dir = tempfile::tempdir().context("creating a temp dir")?;
+            eprintln!("[api] starting skiff server ({})", bin.display());
+            let server = Server::start(dir.path(), &[])
+                .await
+                .context("starting skiff server")?;
+            let url = server.url();
+            let pid = server.pid();
+            eprintln!("[api] skiff server at {url}, pid {pid:?}");
+            started = Some((server, dir));
+            (url, pid, format!("`skiff server` ({})", bin.display()))
+        }
+    };
+    let client = ApiClient::new(&url, params.op_timeout)?;
+    let prefix = format!("bench-{:05x}", rand::random::<u32>() & 0xf_ffff);
+    // Where the server log stood when each phase began, to split its request lines.
+    let log_path = started
+        .as_ref()
+        .map(|(s, _)| s.data_dir().join("server.log"));
+    let mut marks: Vec<(String, usize)> = Vec::new();
+    let mark = |phase: &str| {
+        if let Some(p) = &log_path {
+            let len = std::fs::metadata(p).map_or(0, |m| m.len() as usize);
+            marks.push((phase.to_string(), len));
+        }
+    };
+    let mut report = run_api(&client, &prefix, &params, args.phases(), pid, mark).await;
+    report.server = label.clone();
+    if started.is_none() {
+        for suffix in ["load", "watch", "mem"] {
+            if let Err(e) = client.delete_namespace(&format!("{prefix}-{suffix}")).await {
+                eprintln!("[api] cleanup: {e:#}");
+            }
+        }
+    }
+    println!(
+        "`skiff-bench api` against {label}: {}; client and server share this machine ({} CPUs).\n",
+        args.describe(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    print!("{}", report.to_markdown());
+    if let Some(p) = &log_path {
+        let log = String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+        let mut segments = split_log(&log, &marks);
+        // The last mark ("end") only closes the last phase.
+        segments.retain(|(phase, _)| phase != "end");
+        print!("{}", server_log_table(&segments));
+        println!();
+        let odd: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        println!(
+            "Server log: {} lines, {} warnings or errors{}",
+            log.lines().count(),
+            odd.len(),
+            if odd.is_empty() { "." } else { "; the first:" }
+        );
+        for l in odd.iter().take(5) {
+            println!("    {l}");
+        }
+    }
+    drop(started);
+    if report.failed() {
+        bail!("a phase failed or the watch was not exactly once (see the report)");
+    }
+    Ok(())
 }
 
 /// Runs every case of `suite` in order on one session, reporting progress on stderr.
@@ -354,6 +595,32 @@ mod tests {
             panic!("not run");
         };
         assert_eq!(args.endpoints.len(), 2);
+    }
+
+    #[test]
+    fn api_defaults_parse() {
+        let cli = Cli::try_parse_from(["skiff-bench", "api"]).unwrap();
+        let Command::Api(args) = cli.command else {
+            panic!("not api");
+        };
+        let p = args.params();
+        assert_eq!(p.rate, 200.0);
+        assert_eq!(p.duration, Duration::from_secs(30));
+        assert_eq!((p.watchers, p.watch_events, p.pods), (1000, 200, 10_000));
+        assert_eq!(
+            args.phases(),
+            Phases {
+                load: true,
+                watch: true,
+                memory: true
+            }
+        );
+        let cli = Cli::try_parse_from(["skiff-bench", "api", "--phases", "watch"]).unwrap();
+        let Command::Api(args) = cli.command else {
+            panic!("not api");
+        };
+        assert!(!args.phases().load && args.phases().watch && !args.phases().memory);
+        assert!(Cli::try_parse_from(["skiff-bench", "api", "--server-pid", "1"]).is_err());
     }
 
     #[test]
