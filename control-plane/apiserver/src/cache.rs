@@ -170,6 +170,41 @@ pub struct Subscription {
     cache: Arc<ResourceCache>,
 }
 
+impl Subscription {
+    /// The subscription as a stream of items, in order: the initial items, then live
+    /// ones, until the watcher is cut off or `timeout` passes. A bookmark never goes
+    /// back behind an event already sent and is not repeated.
+    pub fn into_stream(
+        mut self,
+        timeout: Duration,
+    ) -> impl futures::Stream<Item = WatchItem> + Send {
+        async_stream::stream! {
+            let mut last = self.start_rev;
+            let mut last_bookmark = -1;
+            let deadline = tokio::time::Instant::now() + timeout;
+            for item in std::mem::take(&mut self.initial) {
+                last = last.max(item.rev());
+                yield item;
+            }
+            loop {
+                tokio::select! {
+                    item = self.rx.recv() => {
+                        let Some(item) = item else { break };
+                        if let WatchItem::Bookmark(r) = item {
+                            // A bookmark may repeat the last event's revision, once.
+                            if r < last || r == last_bookmark { continue; }
+                            last_bookmark = r;
+                        }
+                        last = last.max(item.rev());
+                        yield item;
+                    }
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+        }
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.cache

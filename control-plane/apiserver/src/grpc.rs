@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde_json::Value;
 use skiff_proto::api::api_server::{Api, ApiServer};
 use skiff_proto::api::watch_event::Type as EvType;
@@ -309,32 +309,12 @@ impl Api for GrpcApi {
         let metrics = self.app.metrics.clone();
         metrics.watch_started(res.plural);
         let plural = res.plural;
-        let stream = async_stream::stream! {
-            let _guard = crate::metrics::WatchGuard::new(metrics, plural);
-            let mut sub = sub;
-            let mut last = sub.start_rev;
-        let mut last_bookmark = -1;
-            let deadline = tokio::time::Instant::now() + timeout;
-            for item in std::mem::take(&mut sub.initial) {
-                last = last.max(item.rev());
-                yield Ok(to_event(&item));
-            }
-            loop {
-                tokio::select! {
-                    item = sub.rx.recv() => {
-                        let Some(item) = item else { break };
-                        if let WatchItem::Bookmark(r) = item {
-                            // A bookmark may repeat the last event's revision, once.
-                            if r < last || r == last_bookmark { continue; }
-                            last_bookmark = r;
-                        }
-                        last = last.max(item.rev());
-                        yield Ok(to_event(&item));
-                    }
-                    _ = tokio::time::sleep_until(deadline) => break,
-                }
-            }
-        };
+        let guard = crate::metrics::WatchGuard::new(metrics, plural);
+        let stream = sub.into_stream(timeout).map(move |item| {
+            // The guard lives as long as the stream: it counts the watch as open.
+            let _ = &guard;
+            Ok::<_, Status>(to_event(&item))
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -753,38 +753,33 @@ async fn watch_response(
     let metrics = app.metrics.clone();
     metrics.watch_started(res.plural);
     let plural = res.plural;
+    let initial = sub.initial.len();
+    let start_rev = sub.start_rev;
+    let guard = crate::metrics::WatchGuard::new(metrics, plural);
+    let items = sub.into_stream(timeout).enumerate();
     let stream = async_stream::stream! {
-        let _guard = crate::metrics::WatchGuard::new(metrics, plural);
-        let mut sub = sub;
-        let mut last = sub.start_rev;
-        let mut last_bookmark = -1;
-        let deadline = tokio::time::Instant::now() + timeout;
-        for item in std::mem::take(&mut sub.initial) {
+        let _guard = guard;
+        let mut last = start_rev;
+        if initial == 0 && send_initial && bookmarks {
+            yield initial_events_end(&api_version, kind, start_rev);
+        }
+        futures::pin_mut!(items);
+        while let Some((i, item)) = items.next().await {
             last = last.max(item.rev());
             yield encode_item(&item, &api_version, kind, table.map(|t| (group, plural, t)));
-        }
-        if send_initial && bookmarks {
-            let mut b = bookmark_object(&api_version, kind, sub.start_rev.max(last));
-            b["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
-            yield watch_line("BOOKMARK", &b);
-        }
-        loop {
-            tokio::select! {
-                item = sub.rx.recv() => {
-                    let Some(item) = item else { break };
-                    if let WatchItem::Bookmark(r) = item {
-                        // A bookmark may repeat the last event's revision, once.
-                        if r < last || r == last_bookmark { continue; }
-                        last_bookmark = r;
-                    }
-                    last = last.max(item.rev());
-                    yield encode_item(&item, &api_version, kind, table.map(|t| (group, plural, t)));
-                }
-                _ = tokio::time::sleep_until(deadline) => break,
+            if i + 1 == initial && send_initial && bookmarks {
+                yield initial_events_end(&api_version, kind, last);
             }
         }
     };
     Ok(stream_response(stream.boxed()))
+}
+
+/// The bookmark that ends the initial events of a `sendInitialEvents` watch.
+fn initial_events_end(api_version: &str, kind: &str, rev: i64) -> Bytes {
+    let mut b = bookmark_object(api_version, kind, rev);
+    b["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    watch_line("BOOKMARK", &b)
 }
 
 /// One watch event line; as a one-row Table when `table` says so.
