@@ -905,44 +905,20 @@ impl Registry {
             }
             let old = objects::decode(&kv)?;
             let candidate = if part == Part::Scale {
-                let replicas = scale_replicas(&new)?;
-                let mut m = old.clone();
-                m["spec"]["replicas"] = json!(replicas);
-                merge_for_update(res, Part::Main, &old, m)
+                with_replicas(res, &old, scale_replicas(&new)?)
             } else {
                 merge_for_update(res, part, &old, new.clone())
             };
-            match self
+            let written = self
                 .write_update(res, &key, kv.mod_revision, &old, candidate, part, opts)
-                .await?
+                .await?;
+            if let Some(done) =
+                round_outcome(res, name, part, written, precondition.is_some(), &warnings)
             {
-                Some(mut obj) => {
-                    if part == Part::Scale {
-                        obj = scale_of(res, &obj);
-                    }
-                    return Ok(Outcome {
-                        object: obj,
-                        warnings,
-                        created: false,
-                    });
-                }
-                None if precondition.is_some() => {
-                    return Err(ApiError::conflict(
-                        res.group,
-                        res.plural,
-                        name,
-                        conflict_msg(),
-                    ));
-                }
-                None => continue,
+                return done;
             }
         }
-        Err(ApiError::conflict(
-            res.group,
-            res.plural,
-            name,
-            "too many concurrent writers; try again",
-        ))
+        Err(too_many_writers(res, name))
     }
 
     /// Defaults, validates and writes `candidate` over `old` if `old` is still the stored
@@ -1051,10 +1027,10 @@ impl Registry {
                 ));
             }
             let (candidate, warnings) = if part == Part::Scale {
-                let replicas = scale_replicas(&patched)?;
-                let mut m = old.clone();
-                m["spec"]["replicas"] = json!(replicas);
-                (merge_for_update(res, Part::Main, &old, m), Vec::new())
+                (
+                    with_replicas(res, &old, scale_replicas(&patched)?),
+                    Vec::new(),
+                )
             } else {
                 let (new, warnings) = self.prepare_body(res, patched, opts.validation)?;
                 let new_name = meta_str(&new, "name");
@@ -1065,37 +1041,16 @@ impl Registry {
                 }
                 (merge_for_update(res, part, &old, new), warnings)
             };
-            match self
+            let written = self
                 .write_update(res, &key, kv.mod_revision, &old, candidate, part, opts)
-                .await?
+                .await?;
+            if let Some(done) =
+                round_outcome(res, name, part, written, precondition.is_some(), &warnings)
             {
-                Some(mut obj) => {
-                    if part == Part::Scale {
-                        obj = scale_of(res, &obj);
-                    }
-                    return Ok(Outcome {
-                        object: obj,
-                        warnings,
-                        created: false,
-                    });
-                }
-                None if precondition.is_some() => {
-                    return Err(ApiError::conflict(
-                        res.group,
-                        res.plural,
-                        name,
-                        conflict_msg(),
-                    ));
-                }
-                None => continue,
+                return done;
             }
         }
-        Err(ApiError::conflict(
-            res.group,
-            res.plural,
-            name,
-            "too many concurrent writers; try again",
-        ))
+        Err(too_many_writers(res, name))
     }
 
     /// Deletes an object, honouring grace periods, finalizers and the propagation policy:
@@ -1278,12 +1233,7 @@ impl Registry {
                 gone: false,
             });
         }
-        Err(ApiError::conflict(
-            res.group,
-            res.plural,
-            name,
-            "too many concurrent writers; try again",
-        ))
+        Err(too_many_writers(res, name))
     }
 
     /// Binds a pending pod to a node (`pods/binding`): refused with 409 if the pod is
@@ -1367,12 +1317,7 @@ impl Registry {
                 );
             }
         }
-        Err(ApiError::conflict(
-            "",
-            "pods",
-            name,
-            "too many concurrent writers; try again",
-        ))
+        Err(too_many_writers(pods, name))
     }
 
     /// Creates what every cluster has from the start: the `default`, `kube-system`,
@@ -1443,6 +1388,56 @@ impl Registry {
             }
         }
     }
+}
+
+/// `old` with `spec.replicas` set: what a write through `/scale` makes of the object.
+fn with_replicas(res: &ResourceInfo, old: &Value, replicas: i64) -> Value {
+    let mut m = old.clone();
+    m["spec"]["replicas"] = json!(replicas);
+    merge_for_update(res, Part::Main, old, m)
+}
+
+/// What one round of an update or patch came to: `Some` when it is over (written, or a
+/// conflict the client must see because it named a resourceVersion), `None` to go round
+/// again on the fresh object.
+fn round_outcome(
+    res: &ResourceInfo,
+    name: &str,
+    part: Part,
+    written: Option<Value>,
+    client_precondition: bool,
+    warnings: &[String],
+) -> Option<ApiResult<Outcome>> {
+    match written {
+        Some(obj) => {
+            let object = if part == Part::Scale {
+                scale_of(res, &obj)
+            } else {
+                obj
+            };
+            Some(Ok(Outcome {
+                object,
+                warnings: warnings.to_vec(),
+                created: false,
+            }))
+        }
+        None if client_precondition => Some(Err(ApiError::conflict(
+            res.group,
+            res.plural,
+            name,
+            conflict_msg(),
+        ))),
+        None => None,
+    }
+}
+
+fn too_many_writers(res: &ResourceInfo, name: &str) -> ApiError {
+    ApiError::conflict(
+        res.group,
+        res.plural,
+        name,
+        "too many concurrent writers; try again",
+    )
 }
 
 fn scale_replicas(scale: &Value) -> ApiResult<i64> {
@@ -1529,12 +1524,7 @@ impl Registry {
                 return Ok(ns);
             }
         }
-        Err(ApiError::conflict(
-            "",
-            "namespaces",
-            name,
-            "too many concurrent writers; try again",
-        ))
+        Err(too_many_writers(nsres, name))
     }
 }
 
