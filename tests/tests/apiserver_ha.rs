@@ -160,10 +160,22 @@ async fn three_servers_serve_one_cluster_and_survive_a_kill() -> Result<()> {
             .await
             .with_context(|| format!("listing via server {i}"))?;
         let lost: Vec<&String> = want.difference(&have).collect();
-        ensure!(
-            lost.is_empty(),
-            "server {i} lacks acknowledged writes: {lost:?}"
-        );
+        if !lost.is_empty() {
+            // Tell a stale list (watch cache) from a lost write (store).
+            let api: Api<ConfigMap> = Api::namespaced(client(&servers[i]).await?, "default");
+            let mut found = Vec::new();
+            for name in &lost {
+                let got = api.get_opt(name).await?;
+                found.push((
+                    name.to_string(),
+                    got.and_then(|c| c.metadata.resource_version),
+                ));
+            }
+            anyhow::bail!(
+                "server {i}'s list lacks acknowledged writes (name, resourceVersion by GET): {found:?}\n{}",
+                servers[i].log_tail(60)
+            );
+        }
     }
     servers[1].spawn()?;
     servers[1].wait_ready(Duration::from_secs(90)).await?;

@@ -802,3 +802,54 @@ async fn message_over_the_grpc_limit_is_resource_exhausted() -> Result<()> {
     })
     .await
 }
+
+/// A range's header revision is the revision the range read: while writes land
+/// concurrently, every response holds exactly what a range pinned to its header revision
+/// holds (the API server's watch cache lists, then watches from that revision + 1, and
+/// would miss a write otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_header_revision_is_the_revision_read() -> Result<()> {
+    bounded(LIMIT, async {
+        let cluster = common::start(1).await?;
+        let mut writer = client(&cluster).await?;
+        let mut reader = client(&cluster).await?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_w = stop.clone();
+        let w = tokio::spawn(async move {
+            for i in 0..3000 {
+                if stop_w.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                writer.put(format!("hdr/{i:05}"), "v", None).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut checked = 0;
+        while tokio::time::Instant::now() < deadline {
+            let now = reader
+                .get("hdr/", Some(GetOptions::new().with_prefix()))
+                .await?;
+            let rev = revision(now.header())?;
+            let pinned = reader
+                .get(
+                    "hdr/",
+                    Some(GetOptions::new().with_prefix().with_revision(rev)),
+                )
+                .await?;
+            ensure!(
+                now.kvs().len() == pinned.kvs().len(),
+                "range said revision {rev} with {} keys; the same range at {rev} has {}",
+                now.kvs().len(),
+                pinned.kvs().len()
+            );
+            ensure!(now.kvs().iter().all(|kv| kv.mod_revision() <= rev));
+            checked += 1;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        w.await??;
+        ensure!(checked > 10, "only {checked} ranges checked");
+        Ok(())
+    })
+    .await
+}

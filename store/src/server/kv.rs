@@ -59,10 +59,13 @@ impl KvService {
             self.member.linearizable_barrier().await?;
         }
         let kv = self.member.sm.kv.clone();
-        let (mut resp, _) = tokio::task::spawn_blocking(move || kv.range(&req))
+        let (mut resp, at) = tokio::task::spawn_blocking(move || kv.range(&req))
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))??;
-        resp.header = Some(self.member.header(self.member.sm.kv.current_revision()));
+        // The revision the read saw, not the current one: a write applied while the
+        // range ran must not make the header claim data the response lacks (the API
+        // server's watch cache lists, then watches from header.revision + 1).
+        resp.header = Some(self.member.header(at));
         Ok(resp)
     }
 
