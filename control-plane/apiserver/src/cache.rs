@@ -30,7 +30,7 @@ use skiff_proto::mvccpb::event::EventType;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::ApiError;
-use crate::objects;
+use crate::objects::{self, Cached};
 use crate::resources::ResourceInfo;
 use crate::store::{Store, StoreError};
 
@@ -69,16 +69,16 @@ pub struct Event {
     pub kind: EventKind,
     pub rev: i64,
     /// The object after the change (for deletes: its last state, resourceVersion = `rev`).
-    pub object: Arc<Value>,
+    pub object: Arc<Cached>,
     /// The object before the change (None for creations).
-    pub prev: Option<Arc<Value>>,
+    pub prev: Option<Arc<Cached>>,
     /// `{"type":…,"object":…}\n`, encoded once for every watcher that takes the event
     /// as is.
     line: OnceLock<Bytes>,
 }
 
 impl Event {
-    fn new(kind: EventKind, rev: i64, object: Arc<Value>, prev: Option<Arc<Value>>) -> Event {
+    fn new(kind: EventKind, rev: i64, object: Arc<Cached>, prev: Option<Arc<Cached>>) -> Event {
         Event {
             kind,
             rev,
@@ -91,7 +91,7 @@ impl Event {
     /// The event as one line of a Kubernetes watch stream.
     pub fn json_line(&self) -> Bytes {
         self.line
-            .get_or_init(|| watch_line(self.kind.as_str(), &self.object))
+            .get_or_init(|| watch_line_raw(self.kind.as_str(), &self.object.json))
             .clone()
     }
 }
@@ -107,7 +107,19 @@ pub fn watch_line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(out)
 }
 
-/// Decides which objects a watcher or list wants.
+/// `{"type":"<kind>","object":<json>}\n` around an object's encoded JSON.
+pub fn watch_line_raw(kind: &str, json: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(json.len() + 32);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
+}
+
+/// Decides which objects a watcher or list wants, from an object's [`Cached::view`]
+/// (or, for lists read from the store, the whole object).
 pub type Filter = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
 
 /// What a watcher receives.
@@ -139,7 +151,7 @@ struct Watcher {
 }
 
 struct Inner {
-    objects: BTreeMap<Vec<u8>, Arc<Value>>,
+    objects: BTreeMap<Vec<u8>, Arc<Cached>>,
     rev: i64,
     /// Watches may resume from any revision >= `oldest`.
     oldest: i64,
@@ -215,13 +227,13 @@ impl Drop for Subscription {
     }
 }
 
-fn matches(ns: &Option<String>, filter: &Option<Filter>, obj: &Value) -> bool {
+fn matches(ns: &Option<String>, filter: &Option<Filter>, obj: &Cached) -> bool {
     if let Some(ns) = ns {
-        if objects::meta_str(obj, "namespace") != ns {
+        if objects::meta_str(&obj.view, "namespace") != ns {
             return false;
         }
     }
-    filter.as_ref().is_none_or(|f| f(obj))
+    filter.as_ref().is_none_or(|f| f(&obj.view))
 }
 
 /// How a watcher sees an event: its own type after filtering, or nothing.
@@ -318,7 +330,11 @@ impl ResourceCache {
 
     /// The objects (of `namespace`, if given) that pass `filter`, and the revision of
     /// that state.
-    pub fn list(&self, namespace: Option<&str>, filter: Option<&Filter>) -> (Vec<Arc<Value>>, i64) {
+    pub fn list(
+        &self,
+        namespace: Option<&str>,
+        filter: Option<&Filter>,
+    ) -> (Vec<Arc<Cached>>, i64) {
         let inner = self.inner.read();
         let prefix = objects::prefix(self.res, namespace);
         let mut out = Vec::new();
@@ -326,7 +342,7 @@ impl ResourceCache {
             if !k.starts_with(&prefix) {
                 break;
             }
-            if filter.is_none_or(|f| f(v)) {
+            if filter.is_none_or(|f| f(&v.view)) {
                 out.push(v.clone());
             }
         }
@@ -334,7 +350,7 @@ impl ResourceCache {
     }
 
     /// One object by key.
-    pub fn get(&self, key: &[u8]) -> Option<Arc<Value>> {
+    pub fn get(&self, key: &[u8]) -> Option<Arc<Cached>> {
         self.inner.read().objects.get(key).cloned()
     }
 
@@ -361,7 +377,7 @@ impl ResourceCache {
                         break;
                     }
                     if matches(&namespace, &filter, v) {
-                        let rev = objects::meta_str(v, "resourceVersion").parse().unwrap_or(0);
+                        let rev = v.rev;
                         let ev = Arc::new(Event::new(EventKind::Added, rev, v.clone(), None));
                         initial.push(WatchItem::Event {
                             kind: EventKind::Added,
@@ -407,7 +423,7 @@ impl ResourceCache {
     }
 
     /// Applies the events of one store revision and hands them to watchers.
-    fn apply(&self, rev: i64, changes: Vec<(Vec<u8>, Option<Value>)>) {
+    fn apply(&self, rev: i64, changes: Vec<(Vec<u8>, Option<Cached>)>) {
         let mut inner = self.inner.write();
         let mut events = Vec::with_capacity(changes.len());
         for (key, value) in changes {
@@ -427,8 +443,7 @@ impl ResourceCache {
                     let Some(prev) = inner.objects.remove(&key) else {
                         continue;
                     };
-                    let mut last = (*prev).clone();
-                    objects::set_resource_version(&mut last, rev);
+                    let last = prev.with_rev(self.res, rev);
                     Event::new(EventKind::Deleted, rev, Arc::new(last), Some(prev))
                 }
             };
@@ -501,7 +516,7 @@ impl ResourceCache {
 
     /// Replaces the whole state with a fresh list at `rev`. Watchers cannot be told what
     /// changed in between, so they are cut off and resume (or relist) themselves.
-    fn reset(&self, objects: BTreeMap<Vec<u8>, Arc<Value>>, rev: i64) {
+    fn reset(&self, objects: BTreeMap<Vec<u8>, Arc<Cached>>, rev: i64) {
         let mut inner = self.inner.write();
         inner.objects = objects;
         inner.rev = rev;
@@ -517,7 +532,7 @@ impl ResourceCache {
     async fn list_store(
         &self,
         store: &Store,
-    ) -> Result<(BTreeMap<Vec<u8>, Arc<Value>>, i64), StoreError> {
+    ) -> Result<(BTreeMap<Vec<u8>, Arc<Cached>>, i64), StoreError> {
         let prefix = objects::prefix(self.res, None);
         let end = skiff_proto::prefix_end(&prefix);
         let mut out = BTreeMap::new();
@@ -539,7 +554,7 @@ impl ResourceCache {
             for kv in &resp.kvs {
                 match objects::decode(kv) {
                     Ok(v) => {
-                        out.insert(kv.key.clone(), Arc::new(v));
+                        out.insert(kv.key.clone(), Arc::new(Cached::new(self.res, &v)));
                     }
                     Err(e) => tracing::warn!(error = %e, "skipping undecodable object"),
                 }
@@ -627,7 +642,7 @@ impl ResourceCache {
         // Pending events of a revision not yet complete (a revision may span messages
         // when the store fragments a large batch).
         let mut pending_rev = 0;
-        let mut pending: Vec<(Vec<u8>, Option<Value>)> = Vec::new();
+        let mut pending: Vec<(Vec<u8>, Option<Cached>)> = Vec::new();
         loop {
             tokio::select! {
                 msg = stream.message() => {
@@ -656,7 +671,7 @@ impl ResourceCache {
                             None
                         } else {
                             match objects::decode(&kv) {
-                                Ok(v) => Some(v),
+                                Ok(v) => Some(Cached::new(self.res, &v)),
                                 Err(e) => { tracing::warn!(error = %e, "skipping undecodable object"); continue }
                             }
                         };
@@ -700,8 +715,9 @@ mod tests {
     use super::*;
     use crate::resources::lookup;
 
-    fn pod(ns: &str, name: &str, rv: i64, app: &str) -> Value {
-        json!({"metadata": {"name": name, "namespace": ns, "resourceVersion": rv.to_string(), "labels": {"app": app}}})
+    fn pod(ns: &str, name: &str, rv: i64, app: &str) -> Cached {
+        let v = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "resourceVersion": rv.to_string(), "labels": {"app": app}}, "spec": {"nodeName": "n1"}});
+        Cached::new(lookup("", "v1", "pods").unwrap(), &v)
     }
 
     fn key(ns: &str, name: &str) -> Vec<u8> {
@@ -715,7 +731,7 @@ mod tests {
                 out.push((
                     kind,
                     event.rev,
-                    objects::meta_str(&event.object, "name").to_string(),
+                    objects::meta_str(&event.object.view, "name").to_string(),
                 ));
             }
         }
@@ -724,7 +740,7 @@ mod tests {
                 out.push((
                     kind,
                     event.rev,
-                    objects::meta_str(&event.object, "name").to_string(),
+                    objects::meta_str(&event.object.view, "name").to_string(),
                 ));
             }
         }
@@ -808,7 +824,11 @@ mod tests {
         match sub.rx.try_recv().unwrap() {
             WatchItem::Event { kind, event } => {
                 assert_eq!(kind, EventKind::Deleted);
-                assert_eq!(event.object["metadata"]["resourceVersion"], "3");
+                assert_eq!(event.object.rev, 3);
+                assert_eq!(event.object.object()["metadata"]["resourceVersion"], "3");
+                // The view keeps what filters read, not the whole object.
+                assert_eq!(event.object.view["spec"]["nodeName"], "n1");
+                assert_eq!(event.object.view["metadata"]["labels"]["app"], "x");
                 assert!(event.json_line().starts_with(b"{\"type\":\"DELETED\""));
             }
             other => panic!("unexpected {other:?}"),

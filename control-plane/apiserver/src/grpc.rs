@@ -17,7 +17,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::cache::{EventKind, WatchItem};
 use crate::error::ApiError;
-use crate::objects::meta_str;
+use crate::objects::{meta_str, Cached};
 use crate::patch::PatchType;
 use crate::registry::{DeleteOpts, FieldValidation, ListOpts, Part, WriteOpts};
 use crate::resources::{self, ResourceInfo};
@@ -79,6 +79,19 @@ fn envelope(v: &Value) -> Object {
     }
 }
 
+/// The envelope of a cached object: its view for the names, its JSON as is.
+fn envelope_cached(c: &Cached) -> Object {
+    let v = &c.view;
+    Object {
+        api_version: v["apiVersion"].as_str().unwrap_or("").to_string(),
+        kind: v["kind"].as_str().unwrap_or("").to_string(),
+        namespace: meta_str(v, "namespace").to_string(),
+        name: meta_str(v, "name").to_string(),
+        resource_version: c.rev.to_string(),
+        json: c.json.to_vec(),
+    }
+}
+
 fn body(json: &[u8]) -> Result<Value, Status> {
     serde_json::from_slice(json)
         .map_err(|e| Status::invalid_argument(format!("the object is not valid JSON: {e}")))
@@ -134,7 +147,7 @@ impl Api for GrpcApi {
         let reg = &self.app.registry;
         let obj = if r.resource_version == "0" {
             match reg.get_cached(res, &r.namespace, &r.name) {
-                Some(o) => (*o).clone(),
+                Some(o) => o,
                 None => reg
                     .get(res, &r.namespace, &r.name)
                     .await
@@ -168,7 +181,7 @@ impl Api for GrpcApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(ListResponse {
-            items: page.items.iter().map(|i| envelope(i)).collect(),
+            items: page.items.iter().map(|i| envelope_cached(i)).collect(),
             resource_version: page.resource_version.to_string(),
             continue_token: page.continue_token.unwrap_or_default(),
         }))
@@ -332,7 +345,7 @@ fn to_event(item: &WatchItem) -> WatchEvent {
                 EventKind::Modified => EvType::Modified,
                 EventKind::Deleted => EvType::Deleted,
             };
-            let mut obj = envelope(&event.object);
+            let mut obj = envelope_cached(&event.object);
             obj.resource_version = event.rev.to_string();
             WatchEvent {
                 r#type: t as i32,

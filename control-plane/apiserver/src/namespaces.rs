@@ -29,9 +29,9 @@ pub async fn run(registry: Arc<Registry>) {
         let (all, _) = cache.list(None, None);
         for ns in all
             .iter()
-            .filter(|n| n.pointer("/metadata/deletionTimestamp").is_some())
+            .filter(|n| n.view.pointer("/metadata/deletionTimestamp").is_some())
         {
-            let name = meta_str(ns, "name").to_string();
+            let name = meta_str(&ns.view, "name").to_string();
             if let Err(e) = finish(&registry, &name).await {
                 tracing::debug!(namespace = %name, error = %e, "namespace not finished yet");
             }
@@ -61,11 +61,11 @@ async fn finish(registry: &Registry, ns: &str) -> Result<(), crate::error::ApiEr
             .await?;
         for obj in page.items {
             remaining += 1;
-            if obj.pointer("/metadata/deletionTimestamp").is_some() {
+            if obj.view.pointer("/metadata/deletionTimestamp").is_some() {
                 continue;
             }
             match registry
-                .delete(res, ns, meta_str(&obj, "name"), &opts)
+                .delete(res, ns, meta_str(&obj.view, "name"), &opts)
                 .await
             {
                 Ok(_) => {}

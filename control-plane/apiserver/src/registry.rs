@@ -20,7 +20,7 @@ use skiff_proto::etcdserverpb::{RangeRequest, TxnRequest};
 
 use crate::cache::{Filter, ResourceCache};
 use crate::error::{ApiError, ApiResult, FieldCause};
-use crate::objects::{self, meta_mut, meta_str};
+use crate::objects::{self, meta_mut, meta_str, Cached};
 use crate::patch::{self, PatchType};
 use crate::resources::{self, ResourceInfo, RESOURCES};
 use crate::store::{cmp_create, cmp_mod, op_delete, op_get, op_put, Store, StoreError};
@@ -108,7 +108,7 @@ pub struct ListOpts {
 /// A page of a list.
 #[derive(Debug)]
 pub struct ListPage {
-    pub items: Vec<Arc<Value>>,
+    pub items: Vec<Arc<Cached>>,
     pub resource_version: i64,
     pub continue_token: Option<String>,
 }
@@ -213,12 +213,12 @@ impl Registry {
     }
 
     /// One object from the watch cache (`resourceVersion=0` reads).
-    pub fn get_cached(&self, res: &ResourceInfo, ns: &str, name: &str) -> Option<Arc<Value>> {
+    pub fn get_cached(&self, res: &ResourceInfo, ns: &str, name: &str) -> Option<Value> {
         let cache = self.cache(res);
         if !cache.ready() {
             return None;
         }
-        cache.get(&objects::key(res, ns, name))
+        cache.get(&objects::key(res, ns, name)).map(|c| c.object())
     }
 
     /// A list: from the watch cache when the request allows (no `limit`, or
@@ -309,7 +309,7 @@ impl Registry {
                 if filter.as_ref().is_some_and(|f| !f(&obj)) {
                     continue;
                 }
-                items.push(Arc::new(obj));
+                items.push(Arc::new(Cached::new(res, &obj)));
                 if limit > 0 && items.len() as i64 >= limit {
                     let more = i + 1 < n || resp.more;
                     let mut next = kv.key.clone();
@@ -758,7 +758,7 @@ impl Registry {
     async fn check_namespace_open(&self, ns: &str) -> ApiResult<()> {
         let nsres = resources::lookup("", "v1", "namespaces").expect("namespaces served");
         let obj = match self.get_cached(nsres, "", ns) {
-            Some(o) => (*o).clone(),
+            Some(o) => o,
             None => match self.get(nsres, "", ns).await {
                 Ok(o) => o,
                 Err(e) if e.code == 404 => return Err(ApiError::not_found("", "namespaces", ns)),
@@ -823,7 +823,7 @@ impl Registry {
                     .list(None, None)
                     .0
                     .iter()
-                    .filter_map(|s| service_ip(s))
+                    .filter_map(|s| service_ip(&s.view))
                     .collect();
                 let mut rng = rand::rng();
                 let mut pick = None;

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::cache::{bookmark_object, watch_line, EventKind, Filter, Subscription, WatchItem};
 use crate::error::{ApiError, ApiResult};
+use crate::objects::Cached;
 use crate::patch::PatchType;
 use crate::registry::{DeleteOpts, FieldValidation, ListOpts, Part, WriteOpts};
 use crate::resources::{self, ResourceInfo};
@@ -486,8 +487,8 @@ async fn handle(
                         .await?;
                     let mut deleted = Vec::new();
                     for obj in page.items {
-                        let ns = crate::objects::meta_str(&obj, "namespace");
-                        let name = crate::objects::meta_str(&obj, "name");
+                        let ns = crate::objects::meta_str(&obj.view, "namespace");
+                        let name = crate::objects::meta_str(&obj.view, "name");
                         match reg.delete(res, ns, name, &dopts).await {
                             Ok(d) => deleted.push(d.object),
                             Err(e) if e.code == 404 => {}
@@ -558,7 +559,7 @@ async fn handle(
                     let format = negotiate(headers)?;
                     let obj = match q.get("resourceVersion") {
                         Some("0") => match reg.get_cached(res, &ns, &name) {
-                            Some(o) => (*o).clone(),
+                            Some(o) => o,
                             None => reg.get(res, &ns, &name).await?,
                         },
                         _ => reg.get(res, &ns, &name).await?,
@@ -643,7 +644,7 @@ fn delete_opts(q: &Query) -> ApiResult<DeleteOpts> {
 
 fn list_response(
     res: &ResourceInfo,
-    items: &[Arc<Value>],
+    items: &[Arc<Cached>],
     meta: Value,
     format: Format,
     q: &Query,
@@ -651,7 +652,7 @@ fn list_response(
     match format {
         Format::Table => {
             let include = IncludeObject::parse(q.get("includeObject"))?;
-            let items: Vec<Value> = items.iter().map(|i| (**i).clone()).collect();
+            let items: Vec<Value> = items.iter().map(|i| i.object()).collect();
             Ok(json_response(
                 200,
                 &to_table(
@@ -666,12 +667,12 @@ fn list_response(
             ))
         }
         Format::PartialMetadata => {
-            let items: Vec<Value> = items.iter().map(|i| partial(i)).collect();
+            let items: Vec<Value> = items.iter().map(|i| partial(&i.object())).collect();
             let list = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items});
             Ok(json_response(200, &list, &[]))
         }
         Format::Json => {
-            // Written piecewise: the items are shared with the cache and not cloned.
+            // Written piecewise from the items' encoded JSON, shared with the cache.
             let mut out = Vec::with_capacity(128 + items.len() * 512);
             out.extend_from_slice(
                 format!(
@@ -687,7 +688,7 @@ fn list_response(
                 if i > 0 {
                     out.push(b',');
                 }
-                let _ = serde_json::to_writer(&mut out, &**item);
+                out.extend_from_slice(&item.json);
             }
             out.extend_from_slice(b"]}");
             let mut resp = Response::new(Body::from(out));
@@ -799,7 +800,7 @@ fn encode_item(
             } else {
                 event.object.clone()
             };
-            let mut obj = (*obj).clone();
+            let mut obj = obj.object();
             crate::objects::set_resource_version(&mut obj, event.rev);
             match table {
                 Some((group, plural, include)) => {
