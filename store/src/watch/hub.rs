@@ -75,6 +75,8 @@ pub struct WatchHub {
     inner: Mutex<Inner>,
     wake: Condvar,
     kv: Arc<KvStore>,
+    /// The catch-up thread, joined by [`WatchHub::shutdown`].
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Events of a change list that a watcher wants, grouped by revision in order.
@@ -116,19 +118,28 @@ impl WatchHub {
             }),
             wake: Condvar::new(),
             kv,
+            thread: Mutex::new(None),
         });
         let h = hub.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("watch-catchup".into())
             .spawn(move || h.catch_up_loop())
             .expect("spawning the watch catch-up thread");
+        *hub.thread.lock() = Some(handle);
         hub
     }
 
-    /// Stops the catch-up thread.
+    /// Stops the catch-up thread and waits for it, so that it no longer touches the
+    /// database (RocksDB aborts the process if a thread is inside it at exit).
     pub fn shutdown(&self) {
         self.inner.lock().shutdown = true;
         self.wake.notify_all();
+        let handle = self.thread.lock().take();
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
     }
 
     /// The newest revision handed to watchers.
