@@ -87,7 +87,9 @@ pub fn authority_of(url: &str) -> Result<&str> {
     Ok(authority)
 }
 
-async fn http_get(authority: &str, path: &str) -> Result<(u16, Vec<u8>)> {
+/// A minimal HTTP/1.1 GET of `path` on `authority` (`host:port`): status and body
+/// (de-chunked).
+pub async fn http_get(authority: &str, path: &str) -> Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect(authority)
         .await
         .with_context(|| format!("connect {authority}"))?;

@@ -17,9 +17,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::binaries::skiff_binary;
+use crate::health::http_get;
 use crate::ports::free_ports;
 
 /// One `skiff server` process on loopback ports, with its data dir.
@@ -152,7 +153,10 @@ impl Server {
                     bail!("skiff server exited with {status}:\n{}", self.log_tail(30));
                 }
             }
-            if let Ok((200, _)) = http_get(&self.api_addr, "/readyz").await {
+            let ready =
+                tokio::time::timeout(Duration::from_secs(5), http_get(&self.api_addr, "/readyz"))
+                    .await;
+            if let Ok(Ok((200, _))) = ready {
                 if self.kubeconfig().exists() {
                     return Ok(());
                 }
@@ -172,33 +176,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.kill();
     }
-}
-
-/// A minimal HTTP/1.1 GET on loopback: (status, body).
-pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Ok::<_, anyhow::Error>((status, body))
-    };
-    tokio::time::timeout(Duration::from_secs(5), fut)
-        .await
-        .context("GET timed out")?
 }
 
 /// What one kubectl run printed.

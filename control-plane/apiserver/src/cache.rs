@@ -98,13 +98,7 @@ impl Event {
 
 /// `{"type":"<kind>","object":<object>}\n`.
 pub fn watch_line(kind: &str, object: &Value) -> Bytes {
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"{\"type\":\"");
-    out.extend_from_slice(kind.as_bytes());
-    out.extend_from_slice(b"\",\"object\":");
-    let _ = serde_json::to_writer(&mut out, object);
-    out.extend_from_slice(b"}\n");
-    Bytes::from(out)
+    watch_line_raw(kind, &serde_json::to_vec(object).unwrap_or_default())
 }
 
 /// `{"type":"<kind>","object":<json>}\n` around an object's encoded JSON.

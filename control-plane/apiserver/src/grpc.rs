@@ -68,28 +68,27 @@ fn resource(r: Option<Resource>) -> Result<&'static ResourceInfo, Status> {
     })
 }
 
-fn envelope(v: &Value) -> Object {
+/// The envelope of an object: names from `v` (the object or its cached view), the JSON
+/// as given.
+fn envelope_of(v: &Value, resource_version: String, json: Vec<u8>) -> Object {
     Object {
         api_version: v["apiVersion"].as_str().unwrap_or("").to_string(),
         kind: v["kind"].as_str().unwrap_or("").to_string(),
         namespace: meta_str(v, "namespace").to_string(),
         name: meta_str(v, "name").to_string(),
-        resource_version: meta_str(v, "resourceVersion").to_string(),
-        json: serde_json::to_vec(v).unwrap_or_default(),
+        resource_version,
+        json,
     }
 }
 
-/// The envelope of a cached object: its view for the names, its JSON as is.
+fn envelope(v: &Value) -> Object {
+    let rv = meta_str(v, "resourceVersion").to_string();
+    envelope_of(v, rv, serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// The envelope of a cached object, its JSON as is.
 fn envelope_cached(c: &Cached) -> Object {
-    let v = &c.view;
-    Object {
-        api_version: v["apiVersion"].as_str().unwrap_or("").to_string(),
-        kind: v["kind"].as_str().unwrap_or("").to_string(),
-        namespace: meta_str(v, "namespace").to_string(),
-        name: meta_str(v, "name").to_string(),
-        resource_version: c.rev.to_string(),
-        json: c.json.to_vec(),
-    }
+    envelope_of(&c.view, c.rev.to_string(), c.json.to_vec())
 }
 
 fn body(json: &[u8]) -> Result<Value, Status> {

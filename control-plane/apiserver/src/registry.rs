@@ -757,8 +757,15 @@ pub struct Deleted {
 impl Registry {
     async fn check_namespace_open(&self, ns: &str) -> ApiResult<()> {
         let nsres = resources::lookup("", "v1", "namespaces").expect("namespaces served");
-        let obj = match self.get_cached(nsres, "", ns) {
-            Some(o) => o,
+        // The cached view holds deletionTimestamp and status.phase (a field-selector
+        // path of namespaces): no need to parse the whole object on every create.
+        let cache = self.cache(nsres);
+        let cached = cache
+            .ready()
+            .then(|| cache.get(&objects::key(nsres, "", ns)))
+            .flatten();
+        let obj = match cached {
+            Some(c) => c.view.clone(),
             None => match self.get(nsres, "", ns).await {
                 Ok(o) => o,
                 Err(e) if e.code == 404 => return Err(ApiError::not_found("", "namespaces", ns)),
@@ -871,17 +878,9 @@ impl Registry {
             let rv = meta_str(&new, "resourceVersion").to_string();
             (new, warnings, rv)
         };
-        let body_name = if part == Part::Scale {
-            new.pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-        } else {
-            meta_str(&new, "name")
-        };
-        if !body_name.is_empty() && body_name != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({body_name}) does not match the name on the URL ({name})"
-            )));
+        // A PUT may leave the name out; when given it must be the URL's.
+        if !meta_str(&new, "name").is_empty() {
+            check_url_name(&new, name)?;
         }
         let precondition = objects::parse_rv(&precondition)?;
         let key = objects::key(res, ns, name);
@@ -1033,12 +1032,7 @@ impl Registry {
                 )
             } else {
                 let (new, warnings) = self.prepare_body(res, patched, opts.validation)?;
-                let new_name = meta_str(&new, "name");
-                if new_name != name {
-                    return Err(ApiError::bad_request(format!(
-                        "the name of the object ({new_name}) does not match the name on the URL ({name})"
-                    )));
-                }
+                check_url_name(&new, name)?;
                 (merge_for_update(res, part, &old, new), warnings)
             };
             let written = self
@@ -1429,6 +1423,17 @@ fn round_outcome(
         ))),
         None => None,
     }
+}
+
+/// A body's `metadata.name` must be the name in the URL.
+fn check_url_name(body: &Value, url_name: &str) -> ApiResult<()> {
+    let body_name = meta_str(body, "name");
+    if body_name == url_name {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "the name of the object ({body_name}) does not match the name on the URL ({url_name})"
+    )))
 }
 
 fn too_many_writers(res: &ResourceInfo, name: &str) -> ApiError {
