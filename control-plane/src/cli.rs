@@ -68,13 +68,86 @@ pub struct ServerCmd {
     /// Seconds between compactions of the store's history (0: never).
     #[arg(long, env = "SKIFF_COMPACTION_INTERVAL", default_value_t = 300)]
     pub compaction_interval: u64,
+    /// Do not run the scheduler on this server (another server's, or none, schedules).
+    #[arg(long, env = "SKIFF_DISABLE_SCHEDULER")]
+    pub disable_scheduler: bool,
+    /// Do not run the controller manager on this server.
+    #[arg(long, env = "SKIFF_DISABLE_CONTROLLER_MANAGER")]
+    pub disable_controller_manager: bool,
+    /// The pod network; each node gets a podCIDR from it ("" turns node IPAM off).
+    #[arg(long, env = "SKIFF_CLUSTER_CIDR", default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
+    /// Prefix length of each node's podCIDR.
+    #[arg(long, env = "SKIFF_NODE_CIDR_MASK_SIZE", default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
+    /// How long a node may go without a heartbeat before it is marked Ready=Unknown and
+    /// tainted unreachable (e.g. 50s, 1m).
+    #[arg(long, env = "SKIFF_NODE_MONITOR_GRACE_PERIOD", default_value = "50s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
+    /// Leader election: how long a Lease lasts unrenewed before another server's
+    /// scheduler or controller manager may take over.
+    #[arg(long, env = "SKIFF_LEADER_ELECT_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: std::time::Duration,
+    /// Leader election: a leader that could not renew for this long stops acting.
+    #[arg(long, env = "SKIFF_LEADER_ELECT_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: std::time::Duration,
+    /// Leader election: how often a leader renews and a candidate retries.
+    #[arg(long, env = "SKIFF_LEADER_ELECT_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    pub leader_elect_retry_period: std::time::Duration,
     /// The embedded store member: etcd's flags. Its data lives in <data-dir>/store, and
     /// --data-dir defaults to `skiff.data`.
     #[command(flatten)]
     pub store: StoreFlags,
 }
 
+/// A duration as Kubernetes flags write them: `500ms`, `15s`, `2m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 15s, 2m"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration {s:?}: unknown unit {unit:?} (ms, s, m, h)"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
 impl ServerCmd {
+    /// The leader election of component `lease` with this server's timings.
+    pub fn election(&self, lease: &str, identity: &str) -> skiff_controllers::leader::Election {
+        let mut e = skiff_controllers::leader::Election::new(lease, identity);
+        e.lease_duration = self.leader_elect_lease_duration;
+        e.renew_deadline = self.leader_elect_renew_deadline;
+        e.retry_period = self.leader_elect_retry_period;
+        e
+    }
+
+    /// The scheduler's and controllers' settings.
+    pub fn controller_settings(&self, identity: &str) -> skiff_controllers::Settings {
+        skiff_controllers::Settings {
+            identity: identity.to_string(),
+            cluster_cidr: (!self.cluster_cidr.is_empty()).then(|| self.cluster_cidr.clone()),
+            node_cidr_mask_size: self.node_cidr_mask_size,
+            node_monitor_grace_period: self.node_monitor_grace_period,
+            ..Default::default()
+        }
+    }
+
     /// The server's data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.store

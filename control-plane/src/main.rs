@@ -74,6 +74,36 @@ async fn main() -> anyhow::Result<()> {
 
 /// `skiff server`: an embedded store member (unless --store-endpoints) and the API
 /// server on it; writes `<data-dir>/kubeconfig`.
+/// Starts the scheduler and the controller manager (unless disabled), each campaigning
+/// for its Lease through this server's own API.
+fn start_components(
+    cmd: &cli::ServerCmd,
+    api: std::net::SocketAddr,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    use skiff_controllers::manager;
+    let host = if api.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), api.port())
+    } else {
+        api
+    };
+    let config = kube::Config::new(format!("http://{host}").parse()?);
+    let identity = skiff_controllers::leader::identity();
+    let mut tasks = Vec::new();
+    if !cmd.disable_controller_manager {
+        let run = manager::run_controller_manager(
+            config.clone(),
+            cmd.controller_settings(&identity),
+            cmd.election(manager::CONTROLLER_MANAGER_LEASE, &identity),
+        );
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = run.await {
+                tracing::error!(error = %e, "controller manager stopped");
+            }
+        }));
+    }
+    Ok(tasks)
+}
+
 async fn run_server(cmd: cli::ServerCmd) -> anyhow::Result<()> {
     let data_dir = cmd.data_dir();
     std::fs::create_dir_all(&data_dir)
@@ -90,12 +120,16 @@ async fn run_server(cmd: cli::ServerCmd) -> anyhow::Result<()> {
     let kubeconfig = data_dir.join("kubeconfig");
     write_kubeconfig(&kubeconfig, api.addr)?;
     tracing::info!(kubeconfig = %kubeconfig.display(), "ready: export KUBECONFIG={}", kubeconfig.display());
+    let components = start_components(&cmd, api.addr)?;
     match &store {
         Some(s) => tokio::select! {
             _ = shutdown_signal() => tracing::info!("shutting down"),
             _ = s.removed() => tracing::warn!("this member was removed from the cluster; exiting"),
         },
         None => shutdown_signal().await,
+    }
+    for c in components {
+        c.abort();
     }
     api.shutdown();
     if let Some(s) = store {

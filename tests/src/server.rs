@@ -102,6 +102,22 @@ impl Server {
         Ok(())
     }
 
+    /// A kube-rs client of this server (from its kubeconfig), with 15 s timeouts.
+    pub async fn kube_client(&self) -> Result<kube::Client> {
+        Ok(kube::Client::try_from(self.kube_config().await?)?)
+    }
+
+    /// The kube-rs configuration of this server (from its kubeconfig), with 15 s timeouts.
+    pub async fn kube_config(&self) -> Result<kube::Config> {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig())?;
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?;
+        config.read_timeout = Some(Duration::from_secs(15));
+        config.write_timeout = Some(Duration::from_secs(15));
+        Ok(config)
+    }
+
     /// The API server's URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.api_addr)

@@ -10,18 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use parking_lot::Mutex;
 use skiff_tests::server::Server;
 
 async fn client(s: &Server) -> Result<Client> {
-    let kc = Kubeconfig::read_from(s.kubeconfig())?;
-    let mut config =
-        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-    config.read_timeout = Some(Duration::from_secs(15));
-    config.write_timeout = Some(Duration::from_secs(15));
-    Ok(Client::try_from(config)?)
+    s.kube_client().await
 }
 
 fn cm(name: &str) -> ConfigMap {

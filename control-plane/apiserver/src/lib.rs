@@ -17,10 +17,10 @@
 pub mod cache;
 pub mod discovery;
 pub mod error;
+pub mod fence;
 pub mod grpc;
 pub mod logs;
 pub mod metrics;
-pub mod namespaces;
 pub mod objects;
 pub mod openapi;
 pub mod patch;

@@ -16,10 +16,11 @@ use base64::Engine;
 use rand::Rng;
 use serde_json::{json, Value};
 use skiff_proto::etcdserverpb::response_op::Response as OpResp;
-use skiff_proto::etcdserverpb::{RangeRequest, TxnRequest};
+use skiff_proto::etcdserverpb::{RangeRequest, TxnRequest, TxnResponse};
 
 use crate::cache::{Filter, ResourceCache};
 use crate::error::{ApiError, ApiResult, FieldCause};
+use crate::fence;
 use crate::objects::{self, meta_mut, meta_str, Cached};
 use crate::patch::{self, PatchType};
 use crate::resources::{self, ResourceInfo, RESOURCES};
@@ -199,6 +200,58 @@ impl Registry {
     /// The first address of the service range: the `kubernetes` Service's.
     pub fn first_service_ip(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.service_net.0 + 1)
+    }
+
+    /// One write transaction. A request carrying a fencing token ([`fence`]) also
+    /// compares the mod_revision of the Lease it names, after checking that Lease still
+    /// grants the token: the write commits only while its leader still leads. A
+    /// transaction that failed only because the Lease was renewed meanwhile goes round
+    /// again on the renewed Lease; the caller sees its own compares' outcome and its own
+    /// failure responses, never the Lease's.
+    async fn txn(&self, req: TxnRequest) -> ApiResult<TxnResponse> {
+        let Some(fence) = fence::current() else {
+            return Ok(self.store.txn(req).await?);
+        };
+        let leases = resources::lookup("coordination.k8s.io", "v1", "leases")
+            .expect("leases are a served resource");
+        let lease_key = objects::key(leases, &fence.namespace, &fence.name);
+        // The first round trusts the watch cache (a stale Lease only costs a round: its
+        // revision no longer matches); later rounds use the Lease the failed Txn returned.
+        let mut lease: Option<(Option<Value>, i64)> = self
+            .cache(leases)
+            .get(&lease_key)
+            .filter(|_| self.cache(leases).ready())
+            .map(|c| (Some(c.object()), c.rev));
+        for _ in 0..WRITE_ROUNDS {
+            let (obj, rev) = match lease.take() {
+                Some(l) => l,
+                None => match self.store.get(&lease_key).await? {
+                    (Some(kv), _) => (Some(objects::decode(&kv)?), kv.mod_revision),
+                    (None, _) => (None, 0),
+                },
+            };
+            fence.check(obj.as_ref())?;
+            let mut guarded = req.clone();
+            guarded.compare.push(cmp_mod(&lease_key, rev));
+            guarded.failure.push(op_get(&lease_key));
+            let mut resp = self.store.txn(guarded).await?;
+            if resp.succeeded {
+                return Ok(resp);
+            }
+            let now = match resp.responses.pop().and_then(|r| r.response) {
+                Some(OpResp::ResponseRange(rr)) => rr.kvs.into_iter().next(),
+                _ => None,
+            };
+            match now {
+                Some(kv) if kv.mod_revision == rev => return Ok(resp),
+                Some(kv) => lease = Some((Some(objects::decode(&kv)?), kv.mod_revision)),
+                None => lease = Some((None, 0)),
+            }
+        }
+        Err(ApiError::unavailable(format!(
+            "lease {}/{} kept changing during the write; retry",
+            fence.namespace, fence.name
+        )))
     }
 
     // ---- reads ----
@@ -496,7 +549,6 @@ impl Registry {
             }
             ops[0] = op_put(&key, objects::encode(&obj));
             let resp = self
-                .store
                 .txn(TxnRequest {
                     compare: compares,
                     success: ops,
@@ -971,7 +1023,6 @@ impl Registry {
             }
         }
         let resp = self
-            .store
             .txn(TxnRequest {
                 compare: vec![cmp_mod(key, old_rev)],
                 success,
@@ -1160,7 +1211,6 @@ impl Registry {
                     }
                 }
                 let resp = self
-                    .store
                     .txn(TxnRequest {
                         compare: vec![cmp_mod(&key, kv.mod_revision)],
                         success,
@@ -1211,7 +1261,6 @@ impl Registry {
                 });
             }
             let resp = self
-                .store
                 .txn(TxnRequest {
                     compare: vec![cmp_mod(&key, kv.mod_revision)],
                     success: vec![op_put(&key, objects::encode(&marked))],
@@ -1298,7 +1347,6 @@ impl Registry {
             conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now_rfc3339()}));
             pod["status"]["conditions"] = json!(conds);
             let resp = self
-                .store
                 .txn(TxnRequest {
                     compare: vec![cmp_mod(&key, kv.mod_revision)],
                     success: vec![op_put(&key, objects::encode(&pod))],
@@ -1517,7 +1565,6 @@ impl Registry {
                 op_put(&key, objects::encode(&ns))
             };
             let resp = self
-                .store
                 .txn(TxnRequest {
                     compare: vec![cmp_mod(&key, kv.mod_revision)],
                     success: vec![op],

@@ -360,8 +360,10 @@ pub async fn serve_resource(State(app): State<Arc<App>>, req: Request) -> Respon
     let code = resp.status().as_u16();
     app.metrics
         .observe_request(verb, &resource, code, start.elapsed());
+    // At debug level: a busy control plane makes thousands of requests a second, and
+    // /metrics counts them by verb, resource and code.
     if verb != "watch" {
-        tracing::info!(target: "skiff::request", %method, %path, verb, resource, code, latency_ms = start.elapsed().as_secs_f64() * 1000.0, "request");
+        tracing::debug!(target: "skiff::request", %method, %path, verb, resource, code, latency_ms = start.elapsed().as_secs_f64() * 1000.0, "request");
     }
     resp
 }

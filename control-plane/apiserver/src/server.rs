@@ -87,7 +87,6 @@ pub async fn start(config: Config) -> anyhow::Result<ApiServer> {
             Err(e) => anyhow::bail!("bootstrapping the cluster objects: {e}"),
         }
     }
-    tokio::spawn(crate::namespaces::run(registry.clone()));
     if !config.compaction_interval.is_zero() {
         tokio::spawn(registry.clone().run_compactor(config.compaction_interval));
     }
@@ -116,7 +115,21 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route_service("/skiff.v1.Api/{*method}", crate::grpc::service(app.clone()))
         .fallback(route)
+        .layer(axum::middleware::from_fn(fenced))
         .with_state(app)
+}
+
+/// Runs the request with the fencing token its [`crate::fence::HEADER`] carries (if any),
+/// so every store transaction it makes is checked against the leader's Lease.
+async fn fenced(req: Request, next: axum::middleware::Next) -> Response {
+    let token = match req.headers().get(crate::fence::HEADER) {
+        None => None,
+        Some(v) => match crate::fence::Fence::parse(v.to_str().unwrap_or("")) {
+            Ok(f) => Some(f),
+            Err(e) => return error_response(&e),
+        },
+    };
+    crate::fence::scope(token, next.run(req)).await
 }
 
 fn text(code: StatusCode, body: &'static str) -> Response {

@@ -17,6 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod events;
+pub mod leader;
+pub mod manager;
+pub mod namespace;
 
 /// Settings of the controller manager and scheduler (flags of `skiff server`).
 #[derive(Clone, Debug)]
