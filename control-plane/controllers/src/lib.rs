@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod events;
+pub mod scheduler;
 
 /// Settings of the controller manager and scheduler (flags of `skiff server`).
 #[derive(Clone, Debug)]
