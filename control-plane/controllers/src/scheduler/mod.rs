@@ -683,4 +683,120 @@ mod tests {
         assert_eq!(b["target"]["kind"], "Node");
         assert_eq!(b["target"]["name"], "n7");
     }
+
+    /// Live trial against a running `skiff server`: `SKIFF_TRIAL_KUBECONFIG=<path> cargo
+    /// test -p skiff-controllers live_trial -- --ignored --nocapture`. Registers
+    /// `SKIFF_TRIAL_NODES` simulated nodes, creates `SKIFF_TRIAL_PODS` pods, and reports
+    /// how fast they were bound and that no node is overcommitted; then keeps scheduling
+    /// for `SKIFF_TRIAL_HOLD_SECS`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs a running skiff server"]
+    async fn live_trial() {
+        use futures::stream::{self, StreamExt};
+        use kube::api::ListParams;
+        use kube::config::{KubeConfigOptions, Kubeconfig};
+        use serde_json::json;
+
+        let Ok(path) = std::env::var("SKIFF_TRIAL_KUBECONFIG") else {
+            return;
+        };
+        let env = |k: &str, d: usize| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        let (nodes, pods) = (env("SKIFF_TRIAL_NODES", 100), env("SKIFF_TRIAL_PODS", 3000));
+        let kc = Kubeconfig::read_from(path).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(cfg).unwrap();
+        let node_api: Api<Node> = Api::all(client.clone());
+        stream::iter(0..nodes)
+            .for_each_concurrent(32, |i| {
+                let api = node_api.clone();
+                async move {
+                    let name = format!("trial-{i:04}");
+                    let n: Node = serde_json::from_value(json!({"metadata": {"name": name,
+                        "labels": {"kubernetes.io/hostname": name}}}))
+                    .unwrap();
+                    let _ = api.create(&PostParams::default(), &n).await;
+                    let status = json!({"status": {
+                        "capacity": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+                        "allocatable": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+                        "conditions": [{"type": "Ready", "status": "True"}]}});
+                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                        .await
+                        .unwrap();
+                }
+            })
+            .await;
+        let ctx = Context {
+            client: client.clone(),
+            events: crate::events::Recorder::new(client.clone(), DEFAULT_SCHEDULER_NAME, "trial"),
+            settings: Arc::new(crate::Settings::default()),
+        };
+        let sched = tokio::spawn(run(ctx));
+        let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let start = std::time::Instant::now();
+        stream::iter(0..pods)
+            .for_each_concurrent(64, |i| {
+                let api = pod_api.clone();
+                async move {
+                    let cpu = ["100m", "50m", "0.1"][i % 3];
+                    let p: Pod = serde_json::from_value(json!({
+                        "metadata": {"name": format!("trial-{i}"), "ownerReferences": [{
+                            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs",
+                            "uid": format!("owner-{}", i % 5), "controller": true}]},
+                        "spec": {"containers": [{"name": "c", "image": "pause",
+                            "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}}}]}
+                    }))
+                    .unwrap();
+                    api.create(&PostParams::default(), &p).await.unwrap();
+                }
+            })
+            .await;
+        let created = start.elapsed();
+        loop {
+            let pending = pod_api
+                .list(&ListParams::default().fields("spec.nodeName="))
+                .await
+                .unwrap()
+                .items
+                .len();
+            if pending == 0 {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
+                "{pending} pods still pending"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let all = start.elapsed();
+        println!(
+            "{pods} pods on {nodes} nodes: created in {created:?}, all bound after {all:?} ({:.0} pods/s)",
+            pods as f64 / all.as_secs_f64()
+        );
+        let mut per_node: std::collections::HashMap<String, (i64, usize)> = Default::default();
+        for p in pod_api.list(&ListParams::default()).await.unwrap().items {
+            let info = PodInfo::from_pod(&p);
+            let e = per_node
+                .entry(p.spec.unwrap().node_name.unwrap())
+                .or_default();
+            e.0 += info.request.cpu;
+            e.1 += 1;
+        }
+        let counts: Vec<usize> = per_node.values().map(|e| e.1).collect();
+        println!(
+            "pods per node: min {:?} max {:?}",
+            counts.iter().min(),
+            counts.iter().max()
+        );
+        assert!(per_node.values().all(|(cpu, n)| *cpu <= 4000 && *n <= 110));
+        // Keeps scheduling for a while, to try more pods by hand (kubectl).
+        tokio::time::sleep(Duration::from_secs(env("SKIFF_TRIAL_HOLD_SECS", 0) as u64)).await;
+        sched.abort();
+    }
 }
