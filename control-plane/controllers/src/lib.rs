@@ -20,6 +20,7 @@ pub mod events;
 pub mod leader;
 pub mod manager;
 pub mod namespace;
+pub mod scheduler;
 
 /// Settings of the controller manager and scheduler (flags of `skiff server`).
 #[derive(Clone, Debug)]
