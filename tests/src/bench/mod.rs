@@ -14,6 +14,8 @@
 //! - [`runner`]: connections, and the put / range / txn / lease keep-alive loops.
 //! - [`watch`]: the watch fan-out case with its exactly-once delivery check.
 //! - [`report`]: markdown tables, single-target and Skiff/etcd comparison.
+//! - [`schedule`]: `skiff-bench schedule`: scheduling throughput on simulated nodes and
+//!   the time to create and bind a large Deployment.
 //! - [`api`]: `skiff-bench api`: open-loop REST load, watch fan-out and memory of the API
 //!   server, with its own report.
 
@@ -21,6 +23,7 @@ pub mod api;
 pub mod keys;
 pub mod report;
 pub mod runner;
+pub mod schedule;
 pub mod stats;
 pub mod watch;
 pub mod workload;

@@ -67,6 +67,54 @@ enum Command {
     /// Exits non-zero when a phase could not run or the watch was not exactly once.
     #[command(verbatim_doc_comment)]
     Api(ApiArgs),
+    /// Measure the scheduler and the controllers on simulated nodes
+    ///
+    /// 1. throughput: starts `skiff server` without scheduler and controllers, registers
+    ///    --nodes simulated Nodes, creates --pods pending Pods with mixed requests, then
+    ///    runs Skiff's scheduler in this process and times the bindings (first → last:
+    ///    the rate; goal ≥ 1000 pods/s); checks no node is overcommitted.
+    /// 2. deployment: starts a fresh `skiff server` (scheduler and controller manager
+    ///    on), registers --deploy-nodes Nodes, creates one Deployment of --replicas and
+    ///    times until every pod exists and every pod is bound (goal < 10 s).
+    #[command(verbatim_doc_comment)]
+    Schedule(ScheduleArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SchedulePhase {
+    Throughput,
+    Deployment,
+}
+
+#[derive(Args, Debug)]
+struct ScheduleArgs {
+    /// The skiff binary started as `skiff server`.
+    #[arg(long, env = "SKIFF_BIN")]
+    skiff_bin: Option<PathBuf>,
+    /// Phases to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "throughput,deployment")]
+    phases: Vec<SchedulePhase>,
+    /// Throughput: simulated nodes.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Throughput: pods to bind.
+    #[arg(long, default_value_t = 30_000)]
+    pods: usize,
+    /// Requests in flight while registering nodes and creating pods.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// The scheduler's bindings in flight.
+    #[arg(long, default_value_t = 64)]
+    bind_concurrency: usize,
+    /// Deployment: simulated nodes.
+    #[arg(long, default_value_t = 100)]
+    deploy_nodes: usize,
+    /// Deployment: replicas.
+    #[arg(long, default_value_t = 1000)]
+    replicas: usize,
+    /// Seconds before a phase gives up.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -308,13 +356,22 @@ fn target_of(kind: Kind, skiff_bin: &Option<PathBuf>) -> Result<Target> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if let Command::Api(ApiArgs {
-        skiff_bin: Some(bin),
-        ..
-    }) = &cli.command
-    {
+    let bin = match &cli.command {
+        Command::Api(ApiArgs { skiff_bin, .. }) => skiff_bin.as_ref(),
+        Command::Schedule(ScheduleArgs { skiff_bin, .. }) => skiff_bin.as_ref(),
+        _ => None,
+    };
+    if let Some(bin) = bin {
         // The harness finds the binary through SKIFF_BIN; set before any thread exists.
         std::env::set_var(SKIFF_BIN_ENV, bin);
+    }
+    if matches!(cli.command, Command::Api(_)) && std::env::var_os("RUST_LOG").is_none() {
+        // The server's own per-request log lines (debug level) feed the handling-time
+        // table; set before any thread exists, inherited by the server started.
+        std::env::set_var(
+            "RUST_LOG",
+            "info,openraft=warn,h2=warn,tower=warn,hyper=warn,skiff::request=debug",
+        );
     }
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     runtime.block_on(async {
@@ -335,7 +392,74 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run_one(args).await,
         Command::Compare(args) => compare(args).await,
         Command::Api(args) => api(args).await,
+        Command::Schedule(args) => schedule(args).await,
     }
+}
+
+/// `skiff-bench schedule`: each phase on a fresh `skiff server`.
+async fn schedule(args: ScheduleArgs) -> Result<()> {
+    use skiff_tests::bench::schedule::{run_deployment, run_throughput, ScheduleParams};
+    let _ = raise_nofile(4096);
+    let timeout = Duration::from_secs(args.timeout);
+    let mut failed = false;
+    if args.phases.contains(&SchedulePhase::Throughput) {
+        let dir = tempfile::tempdir()?;
+        let server = Server::start(
+            dir.path(),
+            &[
+                "--disable-scheduler".to_string(),
+                "--disable-controller-manager".to_string(),
+            ],
+        )
+        .await
+        .context("starting skiff server")?;
+        eprintln!("[schedule] skiff server at {}, pid {:?}", server.url(), server.pid());
+        let client = server.kube_client().await?;
+        let params = ScheduleParams {
+            nodes: args.nodes,
+            pods: args.pods,
+            concurrency: args.concurrency,
+            bind_concurrency: args.bind_concurrency,
+            timeout,
+        };
+        match run_throughput(&client, &params).await {
+            Ok(r) => {
+                println!("### Scheduling throughput\n\n{}", r.table());
+                let verdict = if r.rate() >= 1000.0 { "meets" } else { "misses" };
+                println!("{:.0} pods/s {verdict} the goal of 1000 pods/s.\n", r.rate());
+            }
+            Err(e) => {
+                eprintln!("[schedule] throughput: {e:#}");
+                failed = true;
+            }
+        }
+        drop(server);
+    }
+    if args.phases.contains(&SchedulePhase::Deployment) {
+        let dir = tempfile::tempdir()?;
+        let server = Server::start(dir.path(), &[])
+            .await
+            .context("starting skiff server")?;
+        eprintln!("[schedule] skiff server at {}, pid {:?}", server.url(), server.pid());
+        let client = server.kube_client().await?;
+        match run_deployment(&client, args.deploy_nodes, args.replicas, args.concurrency, timeout)
+            .await
+        {
+            Ok(r) => {
+                println!("### Deployment of {} replicas\n\n{}", r.replicas, r.table());
+                let verdict = if r.bound_s < 10.0 { "meets" } else { "misses" };
+                println!("{:.1} s {verdict} the goal of < 10 s.\n", r.bound_s);
+            }
+            Err(e) => {
+                eprintln!("[schedule] deployment: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        bail!("a phase failed");
+    }
+    Ok(())
 }
 
 /// `skiff-bench api`: starts `skiff server` unless --server is given, runs the phases and
@@ -368,9 +492,16 @@ async fn api(args: ApiArgs) -> Result<()> {
             }
             let dir = tempfile::tempdir().context("creating a temp dir")?;
             eprintln!("[api] starting skiff server ({})", bin.display());
-            let server = Server::start(dir.path(), &[])
-                .await
-                .context("starting skiff server")?;
+            // The API server alone: no scheduler or controllers acting on the load's pods.
+            let server = Server::start(
+                dir.path(),
+                &[
+                    "--disable-scheduler".to_string(),
+                    "--disable-controller-manager".to_string(),
+                ],
+            )
+            .await
+            .context("starting skiff server")?;
             let url = server.url();
             let pid = server.pid();
             eprintln!("[api] skiff server at {url}, pid {pid:?}");
