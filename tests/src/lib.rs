@@ -22,6 +22,9 @@
 //! - [`health`]: `GET /health` on a client URL, or a Range that succeeds.
 //! - [`client`]: tonic channels and the etcd v3 KV/Watch/Lease/Maintenance clients.
 //! - [`etcdctl`]: runs the real `etcdctl` (ETCDCTL_API=3) and captures its output.
+//! - [`server`]: `skiff server` processes, kubectl and kube-rs clients of them.
+//! - [`simnode`]: simulated nodes (registration, heartbeats, a stand-in kubelet) for
+//!   scheduler and controller tests.
 //! - [`bench`]: the workloads, statistics and reports of the `skiff-bench` binary.
 //!
 //! Everything binds to 127.0.0.1 only.
@@ -34,6 +37,7 @@ pub mod etcdctl;
 pub mod health;
 pub mod ports;
 pub mod server;
+pub mod simnode;
 
 pub use binaries::{etcd_binary, etcdctl_binary, skiff_binary};
 pub use cluster::{Cluster, ClusterConfig, Member, Target};

@@ -143,6 +143,11 @@ impl Server {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
     /// The last `n` lines of the server's log.
     pub fn log_tail(&self, n: usize) -> String {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
@@ -186,6 +191,30 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Starts `n` `skiff server`s forming one cluster (their store members bootstrap
+/// together), each with `extra` flags, and waits until all are ready.
+pub async fn start_cluster(dir: &Path, n: usize, extra: &[String]) -> Result<Vec<Server>> {
+    let mut servers: Vec<Server> = (0..n)
+        .map(|i| Server::prepare(dir, &format!("s{i}"), extra))
+        .collect::<Result<_>>()?;
+    let initial: Vec<String> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("s{i}={}", s.peer_url))
+        .collect();
+    for s in &mut servers {
+        s.add_args(&[
+            format!("--initial-cluster={}", initial.join(",")),
+            "--initial-cluster-token=skiff-test".into(),
+        ]);
+        s.spawn()?;
+    }
+    for s in &mut servers {
+        s.wait_ready(Duration::from_secs(90)).await?;
+    }
+    Ok(servers)
 }
 
 impl Drop for Server {

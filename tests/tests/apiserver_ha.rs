@@ -26,25 +26,7 @@ fn cm(name: &str) -> ConfigMap {
 }
 
 async fn start_cluster(dir: &std::path::Path) -> Result<Vec<Server>> {
-    let mut servers: Vec<Server> = (0..3)
-        .map(|i| Server::prepare(dir, &format!("s{i}"), &[]))
-        .collect::<Result<_>>()?;
-    let initial: Vec<String> = servers
-        .iter()
-        .enumerate()
-        .map(|(i, s)| format!("s{i}={}", s.peer_url))
-        .collect();
-    for s in &mut servers {
-        s.add_args(&[
-            format!("--initial-cluster={}", initial.join(",")),
-            "--initial-cluster-token=ha-test".into(),
-        ]);
-        s.spawn()?;
-    }
-    for s in &mut servers {
-        s.wait_ready(Duration::from_secs(90)).await?;
-    }
-    Ok(servers)
+    skiff_tests::server::start_cluster(dir, 3, &[]).await
 }
 
 /// Creates configmaps through the servers in `through` round-robin until `stop`; records

@@ -271,7 +271,10 @@ pub async fn run_throughput(client: &Client, p: &ScheduleParams) -> Result<Sched
     let start = Instant::now();
     register_nodes(client, p.nodes, p.concurrency).await?;
     let register_s = start.elapsed().as_secs_f64();
-    eprintln!("[schedule] {} nodes registered in {register_s:.1} s", p.nodes);
+    eprintln!(
+        "[schedule] {} nodes registered in {register_s:.1} s",
+        p.nodes
+    );
     create_namespace(client, &ns).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let start = Instant::now();
@@ -416,7 +419,9 @@ pub async fn run_deployment(
                 rv = v;
             }
             let name = p.metadata.name.clone().unwrap_or_default();
-            created.entry(name.clone()).or_insert_with(|| start.elapsed());
+            created
+                .entry(name.clone())
+                .or_insert_with(|| start.elapsed());
             if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
                 bound.entry(name).or_insert_with(|| start.elapsed());
             }
@@ -425,13 +430,8 @@ pub async fn run_deployment(
             }
         }
     }
-    let max = |m: &HashMap<String, Duration>| {
-        m.values()
-            .max()
-            .copied()
-            .unwrap_or_default()
-            .as_secs_f64()
-    };
+    let max =
+        |m: &HashMap<String, Duration>| m.values().max().copied().unwrap_or_default().as_secs_f64();
     let report = DeploymentReport {
         nodes,
         replicas,

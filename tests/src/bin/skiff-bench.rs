@@ -92,7 +92,12 @@ struct ScheduleArgs {
     #[arg(long, env = "SKIFF_BIN")]
     skiff_bin: Option<PathBuf>,
     /// Phases to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "throughput,deployment")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "throughput,deployment"
+    )]
     phases: Vec<SchedulePhase>,
     /// Throughput: simulated nodes.
     #[arg(long, default_value_t = 1000)]
@@ -413,7 +418,11 @@ async fn schedule(args: ScheduleArgs) -> Result<()> {
         )
         .await
         .context("starting skiff server")?;
-        eprintln!("[schedule] skiff server at {}, pid {:?}", server.url(), server.pid());
+        eprintln!(
+            "[schedule] skiff server at {}, pid {:?}",
+            server.url(),
+            server.pid()
+        );
         let client = server.kube_client().await?;
         let params = ScheduleParams {
             nodes: args.nodes,
@@ -425,8 +434,15 @@ async fn schedule(args: ScheduleArgs) -> Result<()> {
         match run_throughput(&client, &params).await {
             Ok(r) => {
                 println!("### Scheduling throughput\n\n{}", r.table());
-                let verdict = if r.rate() >= 1000.0 { "meets" } else { "misses" };
-                println!("{:.0} pods/s {verdict} the goal of 1000 pods/s.\n", r.rate());
+                let verdict = if r.rate() >= 1000.0 {
+                    "meets"
+                } else {
+                    "misses"
+                };
+                println!(
+                    "{:.0} pods/s {verdict} the goal of 1000 pods/s.\n",
+                    r.rate()
+                );
             }
             Err(e) => {
                 eprintln!("[schedule] throughput: {e:#}");
@@ -440,10 +456,20 @@ async fn schedule(args: ScheduleArgs) -> Result<()> {
         let server = Server::start(dir.path(), &[])
             .await
             .context("starting skiff server")?;
-        eprintln!("[schedule] skiff server at {}, pid {:?}", server.url(), server.pid());
+        eprintln!(
+            "[schedule] skiff server at {}, pid {:?}",
+            server.url(),
+            server.pid()
+        );
         let client = server.kube_client().await?;
-        match run_deployment(&client, args.deploy_nodes, args.replicas, args.concurrency, timeout)
-            .await
+        match run_deployment(
+            &client,
+            args.deploy_nodes,
+            args.replicas,
+            args.concurrency,
+            timeout,
+        )
+        .await
         {
             Ok(r) => {
                 println!("### Deployment of {} replicas\n\n{}", r.replicas, r.table());
