@@ -399,7 +399,8 @@ impl Controller {
         }
 
         // Silent nodes: conditions to Unknown.
-        let mut readiness: BTreeMap<String, Readiness> = BTreeMap::new();
+        // None: never posted Ready and still within its startup grace period — no opinion.
+        let mut readiness: BTreeMap<String, Option<Readiness>> = BTreeMap::new();
         let mut status_writes = Vec::new();
         for (name, node) in self.nodes.iter() {
             let before = Readiness::of(node);
@@ -412,9 +413,9 @@ impl Controller {
                 .health
                 .get(name)
                 .is_some_and(|h| h.is_silent(now, grace));
-            let mut r = before;
+            let mut r = health::condition(node, "Ready").map(|_| before);
             if silent {
-                r = Readiness::Unknown;
+                r = Some(Readiness::Unknown);
                 let conds = silent_conditions(node, wall);
                 if !conds.is_empty() {
                     status_writes.push((node.clone(), conds, before));
@@ -468,10 +469,11 @@ impl Controller {
         // Zones and the eviction rate limits.
         let mut zones: HashMap<String, (usize, usize)> = HashMap::new();
         for (name, node) in self.nodes.iter() {
-            let entry = zones.entry(zone_of(node)).or_default();
+            // As kube, nodes without a Ready condition do not count towards zone states.
             match readiness.get(name) {
-                Some(Readiness::True) => entry.0 += 1,
-                _ => entry.1 += 1,
+                Some(Some(Readiness::True)) => zones.entry(zone_of(node)).or_default().0 += 1,
+                Some(Some(_)) => zones.entry(zone_of(node)).or_default().1 += 1,
+                _ => {}
             }
         }
         match self.disruption.update(&zones, now) {
@@ -529,7 +531,7 @@ impl Controller {
         // Pods on nodes that are not Ready are not Ready either (kube's MarkPodsNotReady).
         let mut pod_writes = Vec::new();
         for (name, r) in &readiness {
-            if *r == Readiness::True {
+            if !matches!(r, Some(Readiness::False | Readiness::Unknown)) {
                 continue;
             }
             for key in self.pods_by_node.get(name).into_iter().flatten() {

@@ -69,20 +69,23 @@ fn wanted_no_execute(readiness: Readiness) -> Option<&'static str> {
 
 /// Whether the node needs a NoExecute taint it has none of — the one step that takes a
 /// token from the zone's rate limiter. `paused`: evictions are paused cluster-wide.
-pub fn needs_no_execute_added(node: &Node, readiness: Readiness, paused: bool) -> bool {
+///
+/// `readiness` None: the node has not posted Ready yet and is within its startup grace
+/// period; kube leaves such a node's NoExecute taints alone, and so does this.
+pub fn needs_no_execute_added(node: &Node, readiness: Option<Readiness>, paused: bool) -> bool {
     !paused
-        && wanted_no_execute(readiness).is_some()
+        && readiness.and_then(wanted_no_execute).is_some()
         && !taints(node).iter().any(is_managed_no_execute)
 }
 
 /// The node's taints after applying the rules above, or `None` when they are already
 /// right. `readiness` is the Ready status as this controller now knows it (Unknown right
-/// after it marked the node silent). `may_add`: a token was granted for adding a NoExecute
+/// after it marked the node silent; None as for [`needs_no_execute_added`]). `may_add`: a token was granted for adding a NoExecute
 /// taint to a node that has none. `paused`: no NoExecute taints at all (cluster-wide
 /// disruption; existing ones are removed, as kube does).
 pub fn plan(
     node: &Node,
-    readiness: Readiness,
+    readiness: Option<Readiness>,
     may_add: bool,
     paused: bool,
     now: Timestamp,
@@ -98,7 +101,7 @@ pub fn plan(
         // Ready comes from `readiness`, which may be ahead of the cached conditions.
         let matches = if type_ == "Ready" {
             conditions.iter().any(|c| c.type_ == "Ready")
-                && wanted_no_execute(readiness) == Some(key)
+                && readiness.and_then(wanted_no_execute) == Some(key)
         } else {
             conditions
                 .iter()
@@ -117,12 +120,13 @@ pub fn plan(
         desired_no_schedule.push(UNSCHEDULABLE);
     }
 
-    let wanted = if paused {
-        None
-    } else {
-        wanted_no_execute(readiness)
-    };
     let existing_no_execute = current.iter().find(|t| is_managed_no_execute(t));
+    let wanted = match readiness {
+        _ if paused => None,
+        Some(r) => wanted_no_execute(r),
+        // No opinion yet: keep whatever is there.
+        None => existing_no_execute.map(|t| t.key.as_str()),
+    };
     let desired_no_execute: Option<Taint> = match (wanted, existing_no_execute) {
         (None, _) => None,
         (Some(key), Some(t)) if t.key == key => Some(t.clone()),
@@ -223,21 +227,21 @@ mod tests {
     #[test]
     fn healthy_node_with_no_taints_needs_nothing() {
         let n = node(&[("Ready", "True")], vec![], false);
-        assert!(!needs_no_execute_added(&n, Readiness::True, false));
-        assert_eq!(plan(&n, Readiness::True, true, false, ts(100)), None);
+        assert!(!needs_no_execute_added(&n, Some(Readiness::True), false));
+        assert_eq!(plan(&n, Some(Readiness::True), true, false, ts(100)), None);
     }
 
     #[test]
     fn unreachable_node_gets_no_schedule_at_once_and_no_execute_only_with_a_token() {
         let n = node(&[("Ready", "Unknown")], vec![], false);
-        assert!(needs_no_execute_added(&n, Readiness::Unknown, false));
-        let without = plan(&n, Readiness::Unknown, false, false, ts(100)).unwrap();
+        assert!(needs_no_execute_added(&n, Some(Readiness::Unknown), false));
+        let without = plan(&n, Some(Readiness::Unknown), false, false, ts(100)).unwrap();
         assert_eq!(
             keys(&without),
             [(UNREACHABLE.to_string(), NO_SCHEDULE.to_string())]
         );
         assert_eq!(without[0].time_added, None);
-        let with = plan(&n, Readiness::Unknown, true, false, ts(100)).unwrap();
+        let with = plan(&n, Some(Readiness::Unknown), true, false, ts(100)).unwrap();
         assert_eq!(
             keys(&with),
             [
@@ -248,9 +252,13 @@ mod tests {
         assert_eq!(with[1].time_added, Some(Time(ts(100))));
         // Applied: stable, and the original timeAdded is kept.
         let tainted = node(&[("Ready", "Unknown")], with, false);
-        assert!(!needs_no_execute_added(&tainted, Readiness::Unknown, false));
+        assert!(!needs_no_execute_added(
+            &tainted,
+            Some(Readiness::Unknown),
+            false
+        ));
         assert_eq!(
-            plan(&tainted, Readiness::Unknown, false, false, ts(500)),
+            plan(&tainted, Some(Readiness::Unknown), false, false, ts(500)),
             None
         );
     }
@@ -259,7 +267,7 @@ mod tests {
     fn readiness_ahead_of_the_cache_decides() {
         // The controller just wrote Ready=Unknown; its cache still says True.
         let n = node(&[("Ready", "True")], vec![], false);
-        let out = plan(&n, Readiness::Unknown, true, false, ts(7)).unwrap();
+        let out = plan(&n, Some(Readiness::Unknown), true, false, ts(7)).unwrap();
         assert_eq!(
             keys(&out)[0],
             (UNREACHABLE.to_string(), NO_SCHEDULE.to_string())
@@ -276,8 +284,8 @@ mod tests {
             ],
             false,
         );
-        assert!(!needs_no_execute_added(&n, Readiness::False, false));
-        let out = plan(&n, Readiness::False, false, false, ts(200)).unwrap();
+        assert!(!needs_no_execute_added(&n, Some(Readiness::False), false));
+        let out = plan(&n, Some(Readiness::False), false, false, ts(200)).unwrap();
         assert_eq!(
             keys(&out),
             [
@@ -302,7 +310,7 @@ mod tests {
             ],
             true,
         );
-        let out = plan(&n, Readiness::True, false, false, ts(300)).unwrap();
+        let out = plan(&n, Some(Readiness::True), false, false, ts(300)).unwrap();
         assert_eq!(
             keys(&out),
             [
@@ -331,8 +339,8 @@ mod tests {
             ],
             false,
         );
-        assert!(!needs_no_execute_added(&n, Readiness::Unknown, true));
-        let out = plan(&n, Readiness::Unknown, true, true, ts(300)).unwrap();
+        assert!(!needs_no_execute_added(&n, Some(Readiness::Unknown), true));
+        let out = plan(&n, Some(Readiness::Unknown), true, true, ts(300)).unwrap();
         assert_eq!(
             keys(&out),
             [(UNREACHABLE.to_string(), NO_SCHEDULE.to_string())]
@@ -344,7 +352,11 @@ mod tests {
         // As kube: the NoSchedule taints follow posted conditions only; the node is marked
         // Unknown (and then tainted) once its startup grace period is over.
         let n = node(&[], vec![], false);
-        let out = plan(&n, Readiness::Unknown, false, false, ts(1));
-        assert_eq!(out, None);
+        assert!(!needs_no_execute_added(&n, None, false));
+        assert_eq!(plan(&n, None, true, false, ts(1)), None);
+        // Not even a NoExecute taint left from before is touched until it posts or its
+        // startup grace period ends.
+        let tainted = node(&[], vec![taint(UNREACHABLE, NO_EXECUTE, Some(1))], false);
+        assert_eq!(plan(&tainted, None, true, false, ts(1)), None);
     }
 }
