@@ -17,9 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod events;
+pub mod ipam;
 pub mod leader;
 pub mod manager;
 pub mod namespace;
+pub mod node_lifecycle;
+pub mod podgc;
 pub mod scheduler;
 
 /// Settings of the controller manager and scheduler (flags of `skiff server`).
@@ -35,6 +38,18 @@ pub struct Settings {
     pub node_monitor_grace_period: Duration,
     /// How often node health is checked.
     pub node_monitor_period: Duration,
+    /// Grace period for a node that never posted a Ready condition (kube's
+    /// `--node-startup-grace-period`, 60 s).
+    pub node_startup_grace_period: Duration,
+    /// Nodes per second per zone that may get a NoExecute taint (which evicts their pods)
+    /// while the zone is healthy (kube's `--node-eviction-rate`, 0.1).
+    pub node_eviction_rate: f64,
+    /// The same rate for a partially disrupted zone of a large cluster (kube's
+    /// `--secondary-node-eviction-rate`, 0.01); small clusters stop tainting instead.
+    pub secondary_node_eviction_rate: f64,
+    /// Terminated pods kept before the oldest are deleted (kube's
+    /// `--terminated-pod-gc-threshold`, 12500); 0 keeps them all.
+    pub terminated_pod_gc_threshold: usize,
 }
 
 impl Default for Settings {
@@ -45,6 +60,10 @@ impl Default for Settings {
             node_cidr_mask_size: 24,
             node_monitor_grace_period: Duration::from_secs(50),
             node_monitor_period: Duration::from_secs(5),
+            node_startup_grace_period: Duration::from_secs(60),
+            node_eviction_rate: 0.1,
+            secondary_node_eviction_rate: 0.01,
+            terminated_pod_gc_threshold: 12500,
         }
     }
 }

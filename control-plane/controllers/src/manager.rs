@@ -19,10 +19,24 @@ struct Loop {
 
 /// The controller manager's loops.
 fn controllers() -> Vec<Loop> {
-    vec![Loop {
-        component: "namespace-controller",
-        run: |ctx| crate::namespace::run(ctx).boxed(),
-    }]
+    vec![
+        Loop {
+            component: "namespace-controller",
+            run: |ctx| crate::namespace::run(ctx).boxed(),
+        },
+        Loop {
+            component: "node-controller",
+            run: |ctx| crate::node_lifecycle::run(ctx).boxed(),
+        },
+        Loop {
+            component: "node-ipam-controller",
+            run: |ctx| crate::ipam::run(ctx).boxed(),
+        },
+        Loop {
+            component: "pod-garbage-collector",
+            run: |ctx| crate::podgc::run(ctx).boxed(),
+        },
+    ]
 }
 
 /// The Lease the controller manager is elected through, in `kube-system`.
