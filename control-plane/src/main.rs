@@ -101,6 +101,18 @@ fn start_components(
             }
         }));
     }
+    if !cmd.disable_scheduler {
+        let run = manager::run_scheduler(
+            config.clone(),
+            cmd.controller_settings(&identity),
+            cmd.election(manager::SCHEDULER_LEASE, &identity),
+        );
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = run.await {
+                tracing::error!(error = %e, "scheduler stopped");
+            }
+        }));
+    }
     Ok(tasks)
 }
 

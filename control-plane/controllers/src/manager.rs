@@ -74,6 +74,32 @@ pub async fn run_controller_manager(
         .await
 }
 
+/// Runs the scheduler forever: campaigns for its Lease and, while leading, schedules.
+pub async fn run_scheduler(
+    config: kube::Config,
+    settings: Settings,
+    election: Election,
+) -> anyhow::Result<()> {
+    let settings = Arc::new(settings);
+    election
+        .run(config, move |client, _fence| {
+            let ctx = Context {
+                events: Recorder::new(client.clone(), "default-scheduler", &settings.identity),
+                client,
+                settings: settings.clone(),
+            };
+            supervise(
+                Loop {
+                    component: "default-scheduler",
+                    run: |ctx| crate::scheduler::run(ctx).boxed(),
+                },
+                ctx,
+            )
+            .map(Ok)
+        })
+        .await
+}
+
 /// Runs one loop, restarting it with a growing pause (1 s to 30 s) whenever it fails.
 async fn supervise(l: Loop, ctx: Context) {
     let mut pause = Duration::from_secs(1);
