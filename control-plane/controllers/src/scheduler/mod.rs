@@ -145,11 +145,13 @@ pub async fn run_with(ctx: Context, opts: Options) -> anyhow::Result<()> {
         }
         synced.await;
     }
-    tracing::info!(
-        nodes = shared.state.lock().cache.node_count(),
-        pending = shared.state.lock().queue.len(),
-        "scheduler caches synced"
-    );
+    // One lock, read into locals: two `lock()` temporaries in one statement would both
+    // live to its end and deadlock on the second.
+    let (nodes, pending) = {
+        let st = shared.state.lock();
+        (st.cache.node_count(), st.queue.len())
+    };
+    tracing::info!(nodes, pending, "scheduler caches synced");
     decision_loop(ctx, shared, opts, stop).await
 }
 
