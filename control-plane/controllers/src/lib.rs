@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod endpoints;
 pub mod events;
 
 /// Settings of the controller manager and scheduler (flags of `skiff server`).
