@@ -18,6 +18,7 @@ use std::time::Duration;
 
 pub mod endpoints;
 pub mod events;
+pub mod gc;
 
 /// Settings of the controller manager and scheduler (flags of `skiff server`).
 #[derive(Clone, Debug)]
