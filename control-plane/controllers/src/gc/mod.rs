@@ -304,7 +304,13 @@ impl Cluster for Live {
                 .collect();
             (kept.len() != refs.len()).then(|| {
                 let mut m = serde_json::Map::new();
-                m.insert("ownerReferences".into(), json!(kept));
+                // null (not []) drops the field, as an object that never had owners.
+                let value = if kept.is_empty() {
+                    Value::Null
+                } else {
+                    json!(kept)
+                };
+                m.insert("ownerReferences".into(), value);
                 m
             })
         })
