@@ -16,7 +16,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod endpoints;
 pub mod events;
+pub mod gc;
 pub mod ipam;
 pub mod leader;
 pub mod manager;

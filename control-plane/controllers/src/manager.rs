@@ -33,6 +33,14 @@ fn controllers() -> Vec<Loop> {
             run: |ctx| crate::ipam::run(ctx).boxed(),
         },
         Loop {
+            component: "endpoint-controller",
+            run: |ctx| crate::endpoints::run(ctx).boxed(),
+        },
+        Loop {
+            component: "garbage-collector-controller",
+            run: |ctx| crate::gc::run(ctx).boxed(),
+        },
+        Loop {
             component: "pod-garbage-collector",
             run: |ctx| crate::podgc::run(ctx).boxed(),
         },
