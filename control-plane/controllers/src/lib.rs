@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
@@ -25,6 +26,7 @@ pub mod manager;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod podgc;
+pub mod replicaset;
 pub mod scheduler;
 
 /// Settings of the controller manager and scheduler (flags of `skiff server`).

@@ -33,6 +33,14 @@ fn controllers() -> Vec<Loop> {
             run: |ctx| crate::ipam::run(ctx).boxed(),
         },
         Loop {
+            component: "replicaset-controller",
+            run: |ctx| crate::replicaset::run(ctx).boxed(),
+        },
+        Loop {
+            component: "deployment-controller",
+            run: |ctx| crate::deployment::run(ctx).boxed(),
+        },
+        Loop {
             component: "endpoint-controller",
             run: |ctx| crate::endpoints::run(ctx).boxed(),
         },
