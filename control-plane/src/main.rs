@@ -88,30 +88,36 @@ fn start_components(
     };
     let config = kube::Config::new(format!("http://{host}").parse()?);
     let identity = skiff_controllers::leader::identity();
+    fn spawn(
+        what: &'static str,
+        run: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            if let Err(e) = run.await {
+                tracing::error!(error = %e, "{what} stopped");
+            }
+        })
+    }
     let mut tasks = Vec::new();
     if !cmd.disable_controller_manager {
-        let run = manager::run_controller_manager(
-            config.clone(),
-            cmd.controller_settings(&identity),
-            cmd.election(manager::CONTROLLER_MANAGER_LEASE, &identity),
-        );
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = run.await {
-                tracing::error!(error = %e, "controller manager stopped");
-            }
-        }));
+        tasks.push(spawn(
+            "controller manager",
+            manager::run_controller_manager(
+                config.clone(),
+                cmd.controller_settings(&identity),
+                cmd.election(manager::CONTROLLER_MANAGER_LEASE, &identity),
+            ),
+        ));
     }
     if !cmd.disable_scheduler {
-        let run = manager::run_scheduler(
-            config.clone(),
-            cmd.controller_settings(&identity),
-            cmd.election(manager::SCHEDULER_LEASE, &identity),
-        );
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = run.await {
-                tracing::error!(error = %e, "scheduler stopped");
-            }
-        }));
+        tasks.push(spawn(
+            "scheduler",
+            manager::run_scheduler(
+                config.clone(),
+                cmd.controller_settings(&identity),
+                cmd.election(manager::SCHEDULER_LEASE, &identity),
+            ),
+        ));
     }
     Ok(tasks)
 }
