@@ -155,21 +155,19 @@ async fn create_namespace(client: &Client, ns: &str) -> Result<()> {
     Ok(())
 }
 
-/// Watches pods of `ns` from `rv` until `want` of them are bound; returns when each
-/// binding was seen, as offsets from `since`.
-async fn watch_bindings(
+/// Feeds every pod ADDED or MODIFIED in `pods` from `rv` on to `on_pod` until it returns
+/// true (done), re-opening the watch when the server ends it; fails at `deadline` with
+/// `what_left()` saying how far it got.
+async fn watch_pods_until(
     pods: &Api<Pod>,
-    rv: String,
-    want: usize,
-    since: Instant,
-    timeout: Duration,
-) -> Result<Vec<Duration>> {
-    let mut seen: HashMap<String, Duration> = HashMap::new();
-    let mut rv = rv;
-    let deadline = since + timeout;
-    while seen.len() < want {
+    mut rv: String,
+    deadline: Instant,
+    mut on_pod: impl FnMut(Pod) -> bool,
+    what_left: impl Fn() -> String,
+) -> Result<()> {
+    loop {
         if Instant::now() > deadline {
-            bail!("only {} of {want} pods bound after {timeout:?}", seen.len());
+            bail!("{}", what_left());
         }
         let wp = WatchParams::default().timeout(60);
         let mut events = pods.watch(&wp, &rv).await?.boxed();
@@ -190,17 +188,48 @@ async fn watch_bindings(
             if let Some(v) = p.metadata.resource_version.clone() {
                 rv = v;
             }
-            let bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
-            if bound {
-                let name = p.metadata.name.unwrap_or_default();
-                seen.entry(name).or_insert_with(|| since.elapsed());
-                if seen.len() >= want {
-                    break;
-                }
+            if on_pod(p) {
+                return Ok(());
             }
         }
     }
-    let mut at: Vec<Duration> = seen.into_values().collect();
+}
+
+fn is_bound(p: &Pod) -> bool {
+    p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+}
+
+/// Watches pods from `rv` until `want` of them are bound; returns when each binding was
+/// seen, as offsets from `since`.
+async fn watch_bindings(
+    pods: &Api<Pod>,
+    rv: String,
+    want: usize,
+    since: Instant,
+    timeout: Duration,
+) -> Result<Vec<Duration>> {
+    let seen = std::cell::RefCell::new(HashMap::<String, Duration>::new());
+    watch_pods_until(
+        pods,
+        rv,
+        since + timeout,
+        |p| {
+            let mut seen = seen.borrow_mut();
+            if is_bound(&p) {
+                let name = p.metadata.name.unwrap_or_default();
+                seen.entry(name).or_insert_with(|| since.elapsed());
+            }
+            seen.len() >= want
+        },
+        || {
+            format!(
+                "only {} of {want} pods bound after {timeout:?}",
+                seen.borrow().len()
+            )
+        },
+    )
+    .await?;
+    let mut at: Vec<Duration> = seen.into_inner().into_values().collect();
     at.sort();
     Ok(at)
 }
@@ -385,51 +414,36 @@ pub async fn run_deployment(
     deployments.create(&PostParams::default(), &deploy).await?;
     // Creations and bindings both show on the pod watch: a pod is "created" on its ADDED
     // event and "bound" once it carries a nodeName.
-    let mut created: HashMap<String, Duration> = HashMap::new();
-    let mut bound: HashMap<String, Duration> = HashMap::new();
-    let deadline = start + timeout;
-    let mut rv = rv;
-    while bound.len() < replicas {
-        if Instant::now() > deadline {
-            bail!(
-                "after {timeout:?}: {} of {replicas} pods created, {} bound",
-                created.len(),
-                bound.len()
-            );
-        }
-        let mut events = pods
-            .watch(&WatchParams::default().timeout(60), &rv)
-            .await?
-            .boxed();
-        while let Some(ev) = tokio::time::timeout_at(deadline.into(), events.next())
-            .await
-            .ok()
-            .flatten()
-        {
-            let p = match ev? {
-                WatchEvent::Added(p) | WatchEvent::Modified(p) => p,
-                WatchEvent::Bookmark(b) => {
-                    rv = b.metadata.resource_version;
-                    continue;
-                }
-                WatchEvent::Deleted(_) => continue,
-                WatchEvent::Error(e) => bail!("watch error: {e:?}"),
-            };
-            if let Some(v) = p.metadata.resource_version.clone() {
-                rv = v;
-            }
+    let progress = std::cell::RefCell::new((
+        HashMap::<String, Duration>::new(),
+        HashMap::<String, Duration>::new(),
+    ));
+    watch_pods_until(
+        &pods,
+        rv,
+        start + timeout,
+        |p| {
+            let (created, bound) = &mut *progress.borrow_mut();
             let name = p.metadata.name.clone().unwrap_or_default();
             created
                 .entry(name.clone())
                 .or_insert_with(|| start.elapsed());
-            if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+            if is_bound(&p) {
                 bound.entry(name).or_insert_with(|| start.elapsed());
             }
-            if bound.len() >= replicas {
-                break;
-            }
-        }
-    }
+            bound.len() >= replicas
+        },
+        || {
+            let (created, bound) = &*progress.borrow();
+            format!(
+                "after {timeout:?}: {} of {replicas} pods created, {} bound",
+                created.len(),
+                bound.len()
+            )
+        },
+    )
+    .await?;
+    let (created, bound) = progress.into_inner();
     let max =
         |m: &HashMap<String, Duration>| m.values().max().copied().unwrap_or_default().as_secs_f64();
     let report = DeploymentReport {
