@@ -195,6 +195,16 @@ async fn watch_pods_until(
     }
 }
 
+/// The revision a watch of `pods` starts after: that of a one-item list.
+async fn list_revision(pods: &Api<Pod>) -> Result<String> {
+    Ok(pods
+        .list_metadata(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default())
+}
+
 fn is_bound(p: &Pod) -> bool {
     p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
 }
@@ -321,12 +331,7 @@ pub async fn run_throughput(client: &Client, p: &ScheduleParams) -> Result<Sched
         .await?;
     let create_s = start.elapsed().as_secs_f64();
     eprintln!("[schedule] {} pods created in {create_s:.1} s", p.pods);
-    let rv = pods
-        .list_metadata(&ListParams::default().limit(1))
-        .await?
-        .metadata
-        .resource_version
-        .unwrap_or_default();
+    let rv = list_revision(&pods).await?;
 
     let sched_client = client.clone();
     let opts = skiff_controllers::scheduler::Options {
@@ -395,12 +400,7 @@ pub async fn run_deployment(
     let ns = format!("deploy-{:05x}", rand::random::<u32>() & 0xf_ffff);
     create_namespace(client, &ns).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let rv = pods
-        .list_metadata(&ListParams::default().limit(1))
-        .await?
-        .metadata
-        .resource_version
-        .unwrap_or_default();
+    let rv = list_revision(&pods).await?;
     let deploy: Deployment = serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "big"},

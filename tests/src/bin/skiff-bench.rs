@@ -401,6 +401,19 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// A `skiff server` without scheduler and controller manager, in `dir`.
+async fn api_server_alone(dir: &std::path::Path) -> Result<Server> {
+    Server::start(
+        dir,
+        &[
+            "--disable-scheduler".to_string(),
+            "--disable-controller-manager".to_string(),
+        ],
+    )
+    .await
+    .context("starting skiff server")
+}
+
 /// `skiff-bench schedule`: each phase on a fresh `skiff server`.
 async fn schedule(args: ScheduleArgs) -> Result<()> {
     use skiff_tests::bench::schedule::{run_deployment, run_throughput, ScheduleParams};
@@ -409,15 +422,7 @@ async fn schedule(args: ScheduleArgs) -> Result<()> {
     let mut failed = false;
     if args.phases.contains(&SchedulePhase::Throughput) {
         let dir = tempfile::tempdir()?;
-        let server = Server::start(
-            dir.path(),
-            &[
-                "--disable-scheduler".to_string(),
-                "--disable-controller-manager".to_string(),
-            ],
-        )
-        .await
-        .context("starting skiff server")?;
+        let server = api_server_alone(dir.path()).await?;
         eprintln!(
             "[schedule] skiff server at {}, pid {:?}",
             server.url(),
@@ -519,15 +524,7 @@ async fn api(args: ApiArgs) -> Result<()> {
             let dir = tempfile::tempdir().context("creating a temp dir")?;
             eprintln!("[api] starting skiff server ({})", bin.display());
             // The API server alone: no scheduler or controllers acting on the load's pods.
-            let server = Server::start(
-                dir.path(),
-                &[
-                    "--disable-scheduler".to_string(),
-                    "--disable-controller-manager".to_string(),
-                ],
-            )
-            .await
-            .context("starting skiff server")?;
+            let server = api_server_alone(dir.path()).await?;
             let url = server.url();
             let pid = server.pid();
             eprintln!("[api] skiff server at {url}, pid {pid:?}");
