@@ -104,7 +104,35 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        bail!("cluster not healthy after {timeout:?}: {last}")
+        let state = self.describe_members();
+        bail!("cluster not healthy after {timeout:?}: {last}\n{state}")
+    }
+
+    /// What a person needs to see when the cluster will not come up: for
+    /// every member whether its process runs, whether its client port
+    /// accepts a TCP connection from the bridge, and its log's last lines.
+    fn describe_members(&mut self) -> String {
+        let mut out = String::new();
+        for m in &mut self.members {
+            let running = m.is_running();
+            let addr = std::net::SocketAddr::from((m.host.addr, CLIENT_PORT));
+            let connect = match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+            {
+                Ok(_) => "accepts connections".to_owned(),
+                Err(e) => format!("connect: {e}"),
+            };
+            let log = std::fs::read_to_string(&m.log_path).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(12)..].join("\n    ");
+            out.push_str(&format!(
+                "  {} ({}) pid {:?} running {running}, {addr} {connect}; log {}:\n    {tail}\n",
+                m.name(),
+                m.host.netns,
+                m.pid(),
+                m.log_path.display(),
+            ));
+        }
+        out
     }
 
     async fn check_health(&mut self) -> Result<()> {

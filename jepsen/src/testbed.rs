@@ -15,7 +15,8 @@
 //! Every name starts with [`PREFIX`] so [`cleanup_leftovers`] can find what a
 //! killed harness left behind. A run takes a free *slot* (1..=250) by
 //! creating its bridge, which fails if the name exists, so runs side by side
-//! never share names or addresses: slot `s` owns `10.77.s.0/24` (member `i`
+//! never share names or addresses (and consecutive runs start their search
+//! at different slots, so they do not reuse each other's names either): slot `s` owns `10.77.s.0/24` (member `i`
 //! is `10.77.s.(10+i)`).
 //!
 //! [`Testbed`] is the guard: dropping it (also while unwinding from a panic,
@@ -37,6 +38,9 @@ pub const PREFIX: &str = "sjp";
 /// The /16 every slot's /24 is taken from; clients may only target addresses
 /// in it (or loopback).
 pub const SUBNET: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 77, 0, 0), 16);
+
+/// Offsets the slot search of each testbed this process creates.
+static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// One test host: a network namespace with one address on the bridge.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,8 +117,15 @@ impl Testbed {
         if n == 0 || n > 200 {
             bail!("a testbed has 1 to 200 hosts, not {n}");
         }
+        // Start the search at a different slot for every testbed of this
+        // process (and of processes side by side), so a testbed never reuses
+        // the names and addresses of the one just torn down: the kernel
+        // destroys a deleted namespace and its veth ends asynchronously, and a
+        // process stuck in the kernel outlives its SIGKILL for a while.
+        let start = (std::process::id() as usize)
+            .wrapping_add(NEXT_SLOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let mut slot = None;
-        for s in 1..=250u8 {
+        for s in (0..250).map(|k| ((start + k) % 250 + 1) as u8) {
             let bridge = format!("{PREFIX}{s}br");
             match run_cmd("ip", &["link", "add", &bridge, "type", "bridge"]) {
                 Ok(_) => {
