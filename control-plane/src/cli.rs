@@ -45,6 +45,11 @@ pub enum Command {
     Apply(crate::client::ApplyCmd),
     /// Delete an object (through the skiff.v1 gRPC API).
     Delete(crate::client::DeleteCmd),
+    /// Run a worker node: the node agent (pods with runc, CNI, images, probes, logs).
+    Agent(skiff_node_agent::agent::AgentArgs),
+    /// The per-container supervisor the agent starts (not for people).
+    #[command(hide = true)]
+    Shim(skiff_node_agent::shim::ShimArgs),
 }
 
 /// `skiff server`.
@@ -94,6 +99,22 @@ pub struct ServerCmd {
     /// Leader election: how often a leader renews and a candidate retries.
     #[arg(long, env = "SKIFF_LEADER_ELECT_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
     pub leader_elect_retry_period: std::time::Duration,
+    /// Do not run a node agent on this server (the all-in-one default runs one, so the
+    /// server's machine is also a node).
+    #[arg(long, env = "SKIFF_DISABLE_AGENT")]
+    pub disable_agent: bool,
+    /// The local agent's node name [default: the host name].
+    #[arg(long, env = "SKIFF_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// The local agent's node address [default: the default route's interface address].
+    #[arg(long, env = "SKIFF_NODE_IP")]
+    pub node_ip: Option<std::net::Ipv4Addr>,
+    /// The local agent's HTTP port (logs, exec).
+    #[arg(long, env = "SKIFF_AGENT_PORT", default_value_t = 10250)]
+    pub agent_port: u16,
+    /// The local agent's state directory [default: <data-dir>/agent].
+    #[arg(long, env = "SKIFF_AGENT_ROOT_DIR")]
+    pub agent_root_dir: Option<PathBuf>,
     /// The embedded store member: etcd's flags. Its data lives in <data-dir>/store, and
     /// --data-dir defaults to `skiff.data`.
     #[command(flatten)]

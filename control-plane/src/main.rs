@@ -37,10 +37,20 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Shim(args) = cli.command {
+        // One per container: a small, single-threaded process without a runtime.
+        return skiff_node_agent::shim::run(args);
+    }
     init_logging(cli.log_format);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Store(cmd) => match cmd.action {
             Some(StoreAction::Restore(args)) => {
@@ -69,6 +79,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Watch(cmd) => client::watch(cmd).await,
         Command::Apply(cmd) => client::apply(cmd).await,
         Command::Delete(cmd) => client::delete(cmd).await,
+        Command::Agent(args) => {
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let agent = tokio::spawn(skiff_node_agent::agent::run(args, shutdown.clone()));
+            tokio::select! {
+                _ = shutdown_signal() => {
+                    tracing::info!("shutting down; containers keep running and are adopted by the next agent");
+                    shutdown.cancel();
+                    Ok(())
+                }
+                r = agent => r?,
+            }
+        }
+        Command::Shim(_) => unreachable!("handled before the runtime starts"),
     }
 }
 
@@ -122,6 +145,51 @@ fn start_components(
     Ok(tasks)
 }
 
+/// The all-in-one server's own node agent, on this server's API. A machine that cannot
+/// run pods (not root, no runc) keeps its control plane: the agent says what is missing
+/// and stops.
+fn start_local_agent(
+    cmd: &cli::ServerCmd,
+    data_dir: &std::path::Path,
+    api: std::net::SocketAddr,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let host = if api.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), api.port())
+    } else {
+        api
+    };
+    let root = cmd
+        .agent_root_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("agent"));
+    let mut argv = vec![
+        "agent".to_string(),
+        "--server".into(),
+        format!("http://{host}"),
+        "--root-dir".into(),
+        root.display().to_string(),
+        "--port".into(),
+        cmd.agent_port.to_string(),
+    ];
+    if let Some(n) = &cmd.node_name {
+        argv.extend(["--node-name".into(), n.clone()]);
+    }
+    if let Some(ip) = cmd.node_ip {
+        argv.extend(["--node-ip".into(), ip.to_string()]);
+    }
+    if cmd.cluster_cidr.is_empty() {
+        // No node IPAM: the local node takes the first /24 of the default pod network.
+        argv.extend(["--pod-cidr".into(), "10.244.0.0/24".into()]);
+    }
+    let args = skiff_node_agent::agent::AgentArgs::parse_args(&argv)?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = skiff_node_agent::agent::run(args, shutdown).await {
+            tracing::error!(error = %format!("{e:#}"), "the local node agent stopped (the control plane runs on)");
+        }
+    }))
+}
+
 async fn run_server(cmd: cli::ServerCmd) -> anyhow::Result<()> {
     let data_dir = cmd.data_dir();
     std::fs::create_dir_all(&data_dir)
@@ -138,7 +206,16 @@ async fn run_server(cmd: cli::ServerCmd) -> anyhow::Result<()> {
     let kubeconfig = data_dir.join("kubeconfig");
     write_kubeconfig(&kubeconfig, api.addr)?;
     tracing::info!(kubeconfig = %kubeconfig.display(), "ready: export KUBECONFIG={}", kubeconfig.display());
-    let components = start_components(&cmd, api.addr)?;
+    let mut components = start_components(&cmd, api.addr)?;
+    let agent_shutdown = tokio_util::sync::CancellationToken::new();
+    if !cmd.disable_agent {
+        components.push(start_local_agent(
+            &cmd,
+            &data_dir,
+            api.addr,
+            agent_shutdown.clone(),
+        )?);
+    }
     match &store {
         Some(s) => tokio::select! {
             _ = shutdown_signal() => tracing::info!("shutting down"),
@@ -146,6 +223,7 @@ async fn run_server(cmd: cli::ServerCmd) -> anyhow::Result<()> {
         },
         None => shutdown_signal().await,
     }
+    agent_shutdown.cancel();
     for c in components {
         c.abort();
     }

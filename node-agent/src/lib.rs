@@ -13,7 +13,13 @@
 //! - [`proxy`]: Services → nftables.
 //! - [`server`]: the agent's HTTP endpoint (`containerLogs`, `exec`).
 
+pub mod agent;
 pub mod image;
 pub mod logs;
+pub mod net;
+pub mod node;
+pub mod pods;
 pub mod proxy;
+pub mod runtime;
 pub mod server;
+pub mod shim;

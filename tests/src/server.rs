@@ -37,6 +37,10 @@ pub struct Server {
     child: Option<Child>,
 }
 
+/// Pass among a server's extra flags to keep its local node agent (the tests' servers
+/// run without one otherwise).
+pub const WITH_AGENT: &str = "--with-agent";
+
 impl Server {
     /// Starts `skiff server` with its data dir in `dir/<random>` on free ports, plus
     /// `extra` flags, and waits until `/readyz` answers ok.
@@ -63,7 +67,12 @@ impl Server {
             format!("--listen-client-urls={client_url}"),
             format!("--listen-peer-urls={peer_url}"),
         ];
-        args.extend(extra.iter().cloned());
+        // Tests run control planes without the all-in-one's node agent unless they ask
+        // for one: an agent is root-only, makes a bridge and registers this machine.
+        if !extra.iter().any(|a| a == WITH_AGENT) {
+            args.push("--disable-agent".into());
+        }
+        args.extend(extra.iter().filter(|a| *a != WITH_AGENT).cloned());
         Ok(Server {
             api_addr,
             client_url,

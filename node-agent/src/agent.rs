@@ -1,0 +1,444 @@
+//! `skiff agent`: the node agent's flags and its top level — preflight checks, node
+//! registration, the podCIDR, the runtime, the pod workers, the heartbeat; and
+//! `--simulate N` hollow nodes sharing one process.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::image::ImageStore;
+use crate::node::{self, NodeConfig};
+use crate::pods::{self, Shared};
+use crate::runtime::cni::{self, Cni};
+use crate::runtime::real::RealRuntime;
+use crate::runtime::runc::{self, Runc};
+use crate::runtime::sim::SimRuntime;
+
+/// The agent's flags (each with an environment variable).
+#[derive(clap::Args, Clone, Debug)]
+pub struct AgentArgs {
+    /// The API server's URL.
+    #[arg(
+        long,
+        env = "SKIFF_AGENT_SERVER",
+        default_value = "http://127.0.0.1:6443"
+    )]
+    pub server: String,
+    /// A kubeconfig to reach the API server with (instead of --server).
+    #[arg(long, env = "SKIFF_AGENT_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// A bearer token for the API server.
+    #[arg(long, env = "SKIFF_AGENT_TOKEN")]
+    pub token: Option<String>,
+    /// This node's name [default: the host name].
+    #[arg(long, env = "SKIFF_AGENT_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// This node's address (InternalIP) [default: the address of the default route's
+    /// interface, else 127.0.0.1].
+    #[arg(long, env = "SKIFF_AGENT_NODE_IP")]
+    pub node_ip: Option<Ipv4Addr>,
+    /// Labels for the Node, `k=v,k2=v2`.
+    #[arg(long, env = "SKIFF_AGENT_NODE_LABELS", value_delimiter = ',')]
+    pub node_labels: Vec<String>,
+    /// State directory: images, pod records, runc state, CNI allocations.
+    #[arg(
+        long,
+        env = "SKIFF_AGENT_ROOT_DIR",
+        default_value = "/var/lib/skiff/agent"
+    )]
+    pub root_dir: PathBuf,
+    /// Container logs [default: <root-dir>/logs].
+    #[arg(long, env = "SKIFF_AGENT_LOG_DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Port of the agent's HTTP endpoint (logs, exec) on the node address.
+    #[arg(long, env = "SKIFF_AGENT_PORT", default_value_t = 10250)]
+    pub port: u16,
+    /// Pods this node accepts.
+    #[arg(long, env = "SKIFF_AGENT_MAX_PODS", default_value_t = 110)]
+    pub max_pods: u32,
+    /// CPU capacity to report [default: the machine's].
+    #[arg(long, env = "SKIFF_AGENT_CPU")]
+    pub cpu: Option<String>,
+    /// Memory capacity to report [default: the machine's].
+    #[arg(long, env = "SKIFF_AGENT_MEMORY")]
+    pub memory: Option<String>,
+    /// The pod CIDR to use when the control plane assigns none (no --cluster-cidr).
+    #[arg(long, env = "SKIFF_AGENT_POD_CIDR")]
+    pub pod_cidr: Option<String>,
+    /// The pods' bridge.
+    #[arg(long, env = "SKIFF_AGENT_BRIDGE", default_value = "skiff0")]
+    pub bridge: String,
+    /// runc [default: from $PATH].
+    #[arg(long, env = "SKIFF_AGENT_RUNC")]
+    pub runc: Option<PathBuf>,
+    /// Where the CNI plugins are, comma-separated.
+    #[arg(
+        long,
+        env = "SKIFF_AGENT_CNI_BIN_DIR",
+        value_delimiter = ',',
+        default_value = "/usr/lib/cni,/opt/cni/bin"
+    )]
+    pub cni_bin_dir: Vec<PathBuf>,
+    /// Rotate a container's log beyond this many bytes.
+    #[arg(long, env = "SKIFF_AGENT_CONTAINER_LOG_MAX_SIZE", default_value_t = 10 << 20)]
+    pub container_log_max_size: u64,
+    /// Rotated log files kept per container.
+    #[arg(long, env = "SKIFF_AGENT_CONTAINER_LOG_MAX_FILES", default_value_t = 5)]
+    pub container_log_max_files: usize,
+    /// Remove everything this agent made on the machine — containers (and their
+    /// shims), pod network namespaces, rootfs mounts, the bridge, its nftables tables —
+    /// then exit. Images stay.
+    #[arg(long)]
+    pub reset: bool,
+    /// Run N simulated nodes (`<node-name>-0` …) with a fake runtime instead of one
+    /// real node: for scale tests of the control plane.
+    #[arg(long, env = "SKIFF_AGENT_SIMULATE")]
+    pub simulate: Option<u32>,
+}
+
+#[derive(clap::Parser)]
+struct AgentCli {
+    #[command(flatten)]
+    args: AgentArgs,
+}
+
+impl AgentArgs {
+    /// Flags from an argv (`["agent", "--server", …]`), with the defaults and
+    /// environment variables of `skiff agent`: how `skiff server` configures its local
+    /// agent.
+    ///
+    /// # Errors
+    /// If a flag is invalid.
+    pub fn parse_args(argv: &[String]) -> Result<AgentArgs> {
+        use clap::Parser;
+        Ok(AgentCli::try_parse_from(argv)?.args)
+    }
+
+    /// An API client per the flags.
+    ///
+    /// # Errors
+    /// If the kubeconfig cannot be read or the URL does not parse.
+    pub async fn client(&self) -> Result<kube::Client> {
+        let mut config = match &self.kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+            }
+            None => kube::Config::new(
+                self.server
+                    .parse()
+                    .with_context(|| format!("--server {:?}", self.server))?,
+            ),
+        };
+        if let Some(t) = &self.token {
+            config.auth_info.token = Some(t.clone().into());
+        }
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_lowercase())
+                .unwrap_or_else(|_| "skiff-node".into())
+        })
+    }
+
+    fn capacity(&self) -> BTreeMap<String, String> {
+        let mut cap = node::machine_capacity(self.max_pods);
+        if let Some(c) = &self.cpu {
+            cap.insert("cpu".into(), c.clone());
+        }
+        if let Some(m) = &self.memory {
+            cap.insert("memory".into(), m.clone());
+        }
+        cap
+    }
+
+    fn labels(&self) -> Result<BTreeMap<String, String>> {
+        self.node_labels
+            .iter()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .with_context(|| format!("--node-labels: {l:?} is not key=value"))
+            })
+            .collect()
+    }
+}
+
+/// What is missing for real pods on this machine, in words a person can act on.
+pub fn preflight(args: &AgentArgs) -> Vec<String> {
+    let mut missing = Vec::new();
+    if !nix::unistd::Uid::effective().is_root() {
+        missing
+            .push("the agent must run as root (it creates namespaces, mounts and cgroups)".into());
+    }
+    let runc = args.runc.clone().unwrap_or_else(runc::default_runc);
+    if !runc.is_file() {
+        missing.push(format!(
+            "runc not found at {} (apt-get install runc)",
+            runc.display()
+        ));
+    }
+    let absent = cni::missing_plugins(&args.cni_bin_dir);
+    if !absent.is_empty() {
+        missing.push(format!(
+            "CNI plugins {absent:?} not found in {:?} (apt-get install containernetworking-plugins)",
+            args.cni_bin_dir
+        ));
+    }
+    if !std::path::Path::new("/sys/fs/cgroup").exists() {
+        missing.push("no cgroup filesystem at /sys/fs/cgroup".into());
+    }
+    if std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        missing.push("nft not found (apt-get install nftables)".into());
+    }
+    if std::process::Command::new("ip").arg("-V").output().is_err() {
+        missing.push("ip not found (apt-get install iproute2)".into());
+    }
+    missing
+}
+
+/// Runs the agent (or `--simulate N` agents) until `shutdown`.
+///
+/// # Errors
+/// If preflight fails, or registration does.
+pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<()> {
+    if args.reset {
+        return reset(&args).await;
+    }
+    let client = args.client().await?;
+    if let Some(n) = args.simulate {
+        return run_simulated(args, client, n, shutdown).await;
+    }
+    let missing = preflight(&args);
+    if !missing.is_empty() {
+        bail!(
+            "this machine cannot run pods yet:\n  - {}",
+            missing.join("\n  - ")
+        );
+    }
+    let name = args.node_name();
+    let ip = args.node_ip.unwrap_or_else(node::default_ip);
+    let runc = Runc::new(
+        args.runc.clone().unwrap_or_else(runc::default_runc),
+        args.root_dir.join("runc"),
+    );
+    let version = std::process::Command::new(&runc.binary)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(|l| l.replace("runc version ", ""))
+        })
+        .unwrap_or_default();
+    let cfg = NodeConfig {
+        name: name.clone(),
+        ip,
+        port: args.port,
+        capacity: args.capacity(),
+        labels: args.labels()?,
+        runtime_version: format!("runc://{version}"),
+        lease_duration: Duration::from_secs(40),
+        renew_interval: Duration::from_secs(10),
+    };
+    node::register(&client, &cfg).await?;
+    let pod_cidr = match &args.pod_cidr {
+        Some(c) => c.clone(),
+        None => node::wait_pod_cidr(&client, &name, Duration::from_secs(60)).await?,
+    };
+    tracing::info!(node = %name, %ip, %pod_cidr, "registered");
+    std::fs::create_dir_all(&args.root_dir)
+        .with_context(|| format!("creating {}", args.root_dir.display()))?;
+    let images =
+        ImageStore::open(&args.root_dir.join("images")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+    let rt = Arc::new(RealRuntime {
+        runc,
+        cni: Cni {
+            plugin_dirs: args.cni_bin_dir.clone(),
+            bridge: args.bridge.clone(),
+            subnet: pod_cidr,
+            ipam_dir: args.root_dir.join("cni"),
+            mtu: 1500,
+        },
+        images,
+        pods_dir: args.root_dir.join("pods"),
+        shim_binary: std::env::current_exe()
+            .context("finding the agent's own binary (the shim)")?,
+        max_log_bytes: args.container_log_max_size,
+        max_log_files: args.container_log_max_files,
+        exits: exits_tx,
+    });
+    let shared = Arc::new(Shared {
+        rt,
+        client: client.clone(),
+        node_name: name.clone(),
+        node_ip: ip,
+        log_root: args
+            .log_dir
+            .clone()
+            .unwrap_or_else(|| args.root_dir.join("logs")),
+        events: skiff_controllers::events::Recorder::new(client.clone(), "kubelet", &name),
+    });
+    let heartbeat = tokio::spawn(node::heartbeat(client.clone(), cfg, shutdown.clone()));
+    let network = tokio::spawn(crate::net::run(
+        client.clone(),
+        name.clone(),
+        shared.rt.cni.subnet.clone(),
+        args.bridge.clone(),
+        shutdown.clone(),
+    ));
+    let result = pods::run(shared, exits_rx, shutdown.clone()).await;
+    heartbeat.abort();
+    // The network task removes its table on shutdown; give it the moment it needs.
+    let _ = tokio::time::timeout(Duration::from_secs(5), network).await;
+    result
+}
+
+async fn run_simulated(
+    args: AgentArgs,
+    client: kube::Client,
+    n: u32,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let prefix = args.node_name.clone().unwrap_or_else(|| "sim".into());
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let name = format!("{prefix}-{i}");
+        let cfg = NodeConfig {
+            name: name.clone(),
+            ip: args.node_ip.unwrap_or(Ipv4Addr::LOCALHOST),
+            port: args.port,
+            capacity: args.capacity(),
+            labels: args.labels()?,
+            runtime_version: "sim://0".into(),
+            lease_duration: Duration::from_secs(40),
+            renew_interval: Duration::from_secs(10),
+        };
+        let client = client.clone();
+        let shutdown = shutdown.clone();
+        let pod_cidr = args.pod_cidr.clone();
+        tasks.push(tokio::spawn(async move {
+            let run = async {
+                node::register(&client, &cfg).await?;
+                let cidr = match pod_cidr {
+                    Some(c) => c,
+                    None => {
+                        node::wait_pod_cidr(&client, &cfg.name, Duration::from_secs(120)).await?
+                    }
+                };
+                let (_exits_tx, exits_rx) = mpsc::unbounded_channel();
+                let shared = Arc::new(Shared {
+                    rt: Arc::new(SimRuntime::new(&cidr)?),
+                    client: client.clone(),
+                    node_name: cfg.name.clone(),
+                    node_ip: cfg.ip,
+                    log_root: PathBuf::from("/nonexistent"),
+                    events: skiff_controllers::events::Recorder::new(
+                        client.clone(),
+                        "kubelet",
+                        &cfg.name,
+                    ),
+                });
+                let hb = tokio::spawn(node::heartbeat(
+                    client.clone(),
+                    cfg.clone(),
+                    shutdown.clone(),
+                ));
+                let r = pods::run(shared, exits_rx, shutdown).await;
+                hb.abort();
+                r
+            };
+            if let Err(e) = run.await {
+                tracing::error!(node = %name, error = %format!("{e:#}"), "simulated node stopped");
+            }
+        }));
+    }
+    tracing::info!(nodes = n, "simulated nodes running");
+    futures::future::join_all(tasks).await;
+    Ok(())
+}
+
+/// `skiff agent --reset`: what [`AgentArgs::reset`] says.
+///
+/// # Errors
+/// If something cannot be removed (the rest is still attempted; the first error wins).
+pub async fn reset(args: &AgentArgs) -> Result<()> {
+    let runc = Runc::new(
+        args.runc.clone().unwrap_or_else(runc::default_runc),
+        args.root_dir.join("runc"),
+    );
+    let mut first_error: Option<anyhow::Error> = None;
+    let mut note = |r: Result<()>| {
+        if let Err(e) = r {
+            tracing::warn!(error = %format!("{e:#}"), "reset");
+            first_error.get_or_insert(e);
+        }
+    };
+    for c in runc.list().await.unwrap_or_default() {
+        note(runc.kill(&c.id, "KILL", true).await);
+        note(runc.delete(&c.id).await);
+    }
+    let pods_dir = args.root_dir.join("pods");
+    if let Ok(pods) = std::fs::read_dir(&pods_dir) {
+        for pod in pods.flatten() {
+            // Shims of containers that never reached runc's list, by their pid files.
+            if let Ok(cs) = std::fs::read_dir(pod.path().join("containers")) {
+                for c in cs.flatten() {
+                    if let Some(pid) = std::fs::read_to_string(c.path().join("shim.pid"))
+                        .ok()
+                        .and_then(|p| p.trim().parse::<i32>().ok())
+                    {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                    note(ImageStore::unmount_rootfs(&c.path()).map_err(|e| anyhow::anyhow!("{e}")));
+                }
+            }
+            let uid = pod.file_name().to_string_lossy().into_owned();
+            let ns = crate::runtime::real::netns_name(&uid);
+            if std::path::Path::new("/run/netns").join(&ns).exists() {
+                let out = tokio::process::Command::new("ip")
+                    .args(["netns", "del", &ns])
+                    .output()
+                    .await;
+                note(out.map(|_| ()).map_err(Into::into));
+            }
+        }
+        note(std::fs::remove_dir_all(&pods_dir).map_err(Into::into));
+    }
+    let _ = std::fs::remove_dir_all(args.root_dir.join("cni"));
+    let _ = tokio::process::Command::new("ip")
+        .args(["link", "del", &args.bridge])
+        .output()
+        .await;
+    for table in [crate::net::TABLE, "skiff_proxy"] {
+        let _ = tokio::process::Command::new("nft")
+            .args(["delete", "table", "ip", table])
+            .output()
+            .await;
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
