@@ -35,6 +35,7 @@ pub mod client;
 pub mod cluster;
 pub mod etcdctl;
 pub mod health;
+pub mod node;
 pub mod ports;
 pub mod server;
 pub mod simnode;

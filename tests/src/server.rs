@@ -34,6 +34,7 @@ pub struct Server {
     data_dir: PathBuf,
     log_path: PathBuf,
     args: Vec<String>,
+    envs: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -80,6 +81,7 @@ impl Server {
             log_path: data_dir.join("server.log"),
             data_dir,
             args,
+            envs: Vec::new(),
             child: None,
         })
     }
@@ -87,6 +89,11 @@ impl Server {
     /// Adds flags before the next start.
     pub fn add_args(&mut self, extra: &[String]) {
         self.args.extend(extra.iter().cloned());
+    }
+
+    /// Sets an environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.envs.push((key.to_owned(), value.to_owned()));
     }
 
     /// Starts the process (not waiting).
@@ -102,6 +109,7 @@ impl Server {
         let bin = skiff_binary()?;
         let child = Command::new(&bin)
             .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err))

@@ -535,8 +535,17 @@ impl<R: Runtime> Worker<R> {
                     .as_ref()
                     .is_some_and(|c| c.exited.is_some())
                 {
+                    // Keep one ended attempt (lastState, `logs --previous`); older
+                    // ones leave the node.
+                    if let Some(old) = slot.view.previous.take() {
+                        if let Err(e) = self.sh.rt.remove(&self.pref, &old.id).await {
+                            tracing::warn!(container = %old.id, error = %format!("{e:#}"), "removing an old attempt");
+                        }
+                    }
+                    let slot = &mut self.slots[i];
                     slot.view.previous = slot.view.current.take();
                 }
+                let slot = &mut self.slots[i];
                 slot.view.current = Some(Attempt {
                     id: r.id.clone(),
                     attempt,

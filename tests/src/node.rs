@@ -1,0 +1,317 @@
+//! A real node for end-to-end tests: `skiff server` with its local agent (runc pods, CNI
+//! on a bridge of the test's own, a pod network of its own), the demo busybox image
+//! built into the agent's image store, and everything removed afterwards — the server
+//! by pid, then `skiff agent --reset` for containers, shims, namespaces, mounts, bridge
+//! and nftables tables.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+
+use crate::binaries::skiff_binary;
+use crate::server::{Server, WITH_AGENT};
+
+/// The image every agent test runs (built offline from Debian's busybox-static).
+pub const BUSYBOX: &str = "skiff.local/busybox:latest";
+
+/// Why real pods cannot run here, if they cannot (the tests then skip, saying so).
+pub fn cannot_run() -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Some("not root".into());
+    }
+    for (tool, hint) in [
+        ("/usr/sbin/runc", "runc"),
+        ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+        ("/bin/busybox", "busybox-static"),
+        ("/usr/sbin/nft", "nftables"),
+    ] {
+        if !Path::new(tool).exists() {
+            return Some(format!("{tool} missing (apt-get install {hint})"));
+        }
+    }
+    None
+}
+
+/// A `skiff server` with a real local agent.
+pub struct AgentServer {
+    /// The server (control plane + agent).
+    pub server: Server,
+    /// The agent's state directory.
+    pub root: PathBuf,
+    /// The pods' bridge (unique per test).
+    pub bridge: String,
+    /// The node's name.
+    pub node: String,
+    /// The agent's HTTP port.
+    pub agent_port: u16,
+    /// A separate `skiff agent` process (when the server runs without its own).
+    agent: Option<std::process::Child>,
+}
+
+fn run_skiff(args: &[&str]) -> Result<String> {
+    let out = Command::new(skiff_binary()?)
+        .args(args)
+        .output()
+        .with_context(|| format!("skiff {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "skiff {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl AgentServer {
+    /// Starts a server whose agent uses bridge `sk<net>` and pod network
+    /// `10.<net>.0.0/16` (tests side by side pick different `net`s), and waits until
+    /// its node is Ready.
+    pub async fn start(dir: &Path, net: u8) -> Result<AgentServer> {
+        let root = dir.join("agent");
+        let bridge = format!("sk{net}");
+        let node = format!("e2e-{net}");
+        // Leftovers of an earlier run that was killed.
+        let _ = run_skiff(&[
+            "agent",
+            "--reset",
+            "--root-dir",
+            &root.display().to_string(),
+            "--bridge",
+            &bridge,
+        ]);
+        run_skiff(&[
+            "image",
+            "--root-dir",
+            &root.display().to_string(),
+            "build-busybox",
+            BUSYBOX,
+        ])?;
+        let agent_port = crate::ports::free_ports(1)?[0];
+        let extra: Vec<String> = vec![
+            WITH_AGENT.into(),
+            format!("--agent-root-dir={}", root.display()),
+            format!("--node-name={node}"),
+            "--node-ip=127.0.0.1".into(),
+            format!("--cluster-cidr=10.{net}.0.0/16"),
+            format!("--agent-port={agent_port}"),
+        ];
+        let mut server = Server::prepare(dir, "default", &extra)?;
+        server.set_env("SKIFF_AGENT_BRIDGE", &bridge);
+        server.spawn()?;
+        server.wait_ready(Duration::from_secs(60)).await?;
+        let me = AgentServer {
+            server,
+            root,
+            bridge,
+            node,
+            agent_port,
+            agent: None,
+        };
+        me.wait_node_ready(Duration::from_secs(60)).await?;
+        Ok(me)
+    }
+
+    /// Like [`AgentServer::start`], but the agent is a `skiff agent` process of its own
+    /// beside a server without one, so the test can kill and restart just the agent.
+    pub async fn start_split(dir: &Path, net: u8) -> Result<AgentServer> {
+        let root = dir.join("agent");
+        let bridge = format!("sk{net}");
+        let node = format!("e2e-{net}");
+        let _ = run_skiff(&[
+            "agent",
+            "--reset",
+            "--root-dir",
+            &root.display().to_string(),
+            "--bridge",
+            &bridge,
+        ]);
+        run_skiff(&[
+            "image",
+            "--root-dir",
+            &root.display().to_string(),
+            "build-busybox",
+            BUSYBOX,
+        ])?;
+        let agent_port = crate::ports::free_ports(1)?[0];
+        let server = Server::start(dir, &[format!("--cluster-cidr=10.{net}.0.0/16")]).await?;
+        let mut me = AgentServer {
+            server,
+            root,
+            bridge,
+            node,
+            agent_port,
+            agent: None,
+        };
+        me.start_agent()?;
+        me.wait_node_ready(Duration::from_secs(60)).await?;
+        Ok(me)
+    }
+
+    /// Starts the separate agent process (again).
+    pub fn start_agent(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.with_extension("log"))?;
+        let child = Command::new(skiff_binary()?)
+            .args([
+                "agent",
+                "--server",
+                &self.server.url(),
+                "--root-dir",
+                &self.root.display().to_string(),
+                "--node-name",
+                &self.node,
+                "--node-ip",
+                "127.0.0.1",
+                "--port",
+                &self.agent_port.to_string(),
+                "--bridge",
+                &self.bridge,
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.agent = Some(child);
+        Ok(())
+    }
+
+    /// `kill -9` of the separate agent process; its containers run on.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The separate agent's log.
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.root.with_extension("log")).unwrap_or_default()
+    }
+
+    async fn wait_node_ready(&self, timeout: Duration) -> Result<()> {
+        let nodes: Api<Node> = Api::all(self.server.kube_client().await?);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(n) = nodes.get(&self.node).await {
+                let ready = n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                let cidr = n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some();
+                if ready && cidr {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "node {} not Ready after {timeout:?}:\n{}",
+                    self.node,
+                    self.server.log_tail(40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until `check(pod)` holds for pod `ns/name`; the pod then.
+    pub async fn wait_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&Pod) -> bool,
+    ) -> Result<Pod> {
+        let pods: Api<Pod> = Api::namespaced(self.server.kube_client().await?, ns);
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Ok(p) = pods.get(name).await {
+                if check(&p) {
+                    return Ok(p);
+                }
+                last = Some(p);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "pod {ns}/{name}: not {what} after {timeout:?}; status: {}\nserver log:\n{}",
+                    last.and_then(|p| p.status)
+                        .map(|s| serde_json::to_string_pretty(&s).unwrap_or_default())
+                        .unwrap_or_default(),
+                    self.server.log_tail(30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runc containers of this agent that exist now.
+    pub fn containers(&self) -> Vec<String> {
+        let out = Command::new("runc")
+            .args([
+                "--root",
+                &self.root.join("runc").display().to_string(),
+                "list",
+                "-q",
+            ])
+            .output();
+        out.map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+}
+
+impl Drop for AgentServer {
+    fn drop(&mut self) {
+        self.kill_agent();
+        let _ = self.server.kill();
+        if let Err(e) = run_skiff(&[
+            "agent",
+            "--reset",
+            "--root-dir",
+            &self.root.display().to_string(),
+            "--bridge",
+            &self.bridge,
+        ]) {
+            eprintln!("cleaning up the test node: {e:#}");
+        }
+    }
+}
+
+/// A pod's phase.
+pub fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+/// Whether the pod is Ready.
+pub fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The restart count of container `name`.
+pub fn restarts(p: &Pod, name: &str) -> i32 {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == name))
+        .map_or(0, |c| c.restart_count)
+}
