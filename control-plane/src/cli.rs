@@ -47,9 +47,21 @@ pub enum Command {
     Delete(crate::client::DeleteCmd),
     /// Run a worker node: the node agent (pods with runc, CNI, images, probes, logs).
     Agent(skiff_node_agent::agent::AgentArgs),
+    /// Manage the node's local image store (import, pull, list, rm, build-busybox).
+    Image(ImageCmd),
     /// The per-container supervisor the agent starts (not for people).
     #[command(hide = true)]
     Shim(skiff_node_agent::shim::ShimArgs),
+}
+
+/// `skiff image`.
+#[derive(Debug, Args)]
+pub struct ImageCmd {
+    /// The agent's state directory (the store is its `images/`).
+    #[arg(long, env = "SKIFF_AGENT_ROOT_DIR", default_value = "/var/lib/skiff/agent")]
+    pub root_dir: PathBuf,
+    #[command(subcommand)]
+    pub action: skiff_node_agent::image::ImageCmd,
 }
 
 /// `skiff server`.

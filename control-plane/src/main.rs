@@ -91,6 +91,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 r = agent => r?,
             }
         }
+        Command::Image(cmd) => skiff_node_agent::image::run_cli(&cmd.root_dir, cmd.action).await,
         Command::Shim(_) => unreachable!("handled before the runtime starts"),
     }
 }

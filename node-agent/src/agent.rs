@@ -267,7 +267,7 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<()> {
     std::fs::create_dir_all(&args.root_dir)
         .with_context(|| format!("creating {}", args.root_dir.display()))?;
     let images =
-        ImageStore::open(&args.root_dir.join("images")).map_err(|e| anyhow::anyhow!("{e}"))?;
+        ImageStore::open(&crate::image::store_dir(&args.root_dir)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let rt = Arc::new(RealRuntime {
         runc,
