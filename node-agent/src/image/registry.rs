@@ -18,7 +18,7 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::StreamExt as _;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
 use sha2::{Digest as _, Sha256};
@@ -79,11 +79,14 @@ pub(crate) async fn pull(
         .filter(|(_, diff_id)| store.layer_size(diff_id).is_none())
         .map(|(layer, diff_id)| (layer.clone(), diff_id.clone()))
         .collect();
-    futures::stream::iter(jobs)
+    // Every started layer is finished before an error is returned, so no download or
+    // unpack outlives the pull; the layers that did succeed stay for the next attempt.
+    let results: Vec<Result<(), ImageError>> = futures::stream::iter(jobs)
         .map(|(layer, diff_id)| session.install_layer(layer.digest, layer.size, diff_id))
         .buffer_unordered(PARALLEL_LAYERS)
-        .try_collect::<Vec<()>>()
-        .await?;
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
 
     let store2 = store.clone();
     let image = tokio::task::spawn_blocking(move || {
@@ -407,9 +410,11 @@ impl<'a> Session<'a> {
         size: i64,
         diff_id: String,
     ) -> Result<(), ImageError> {
-        let staging = self.store.layout().tmp_path("download");
-        let result = self.download(&digest, size, &staging).await;
-        let result = match result {
+        // Removed however this ends, including by the future being dropped.
+        let staging = Staging(self.store.layout().tmp_path("download"));
+        let staging = &staging.0;
+        let result = self.download(&digest, size, staging).await;
+        match result {
             Ok(()) => {
                 let store = self.store.clone();
                 let what = format!("layer {digest} of {}", self.reference);
@@ -427,9 +432,7 @@ impl<'a> Session<'a> {
                 .map(drop)
             }
             Err(e) => Err(e),
-        };
-        remove_tree(&staging);
-        result
+        }
     }
 
     async fn download(&self, digest: &str, size: i64, dest: &Path) -> Result<(), ImageError> {
@@ -462,6 +465,15 @@ impl<'a> Session<'a> {
             digest,
             &format!("sha256:{}", hex::encode(hasher.finalize())),
         )
+    }
+}
+
+/// A staging file removed on drop.
+struct Staging(std::path::PathBuf);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        remove_tree(&self.0);
     }
 }
 
