@@ -691,3 +691,50 @@ async fn pull_scenario() {
         0
     );
 }
+
+#[test]
+fn an_archive_cannot_point_outside_itself() {
+    skip_unless!(false, &[]);
+    let tmp = tempdir();
+    let layout = tmp.path().join("layout");
+    let layer = LayerTar::new().file("a", b"a", 0o644).build();
+    let digests = write_layout(&layout, "skiff.local/sneaky:1", &[layer], false);
+    // The layer blob becomes a symlink out of the archive, to an endless device.
+    let blob = layout.join("blobs/sha256").join(&digests[0][7..]);
+    fs::remove_file(&blob).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &blob).unwrap();
+    let archive = tmp.path().join("sneaky.tar");
+    let mut builder = tar::Builder::new(fs::File::create(&archive).unwrap());
+    builder.follow_symlinks(false);
+    builder.append_dir_all(".", &layout).unwrap();
+    builder.into_inner().unwrap();
+
+    let store = ImageStore::open(&tmp.path().join("store")).unwrap();
+    let err = store.import(&archive).unwrap_err();
+    assert!(matches!(err, ImageError::UnsafePath { .. }), "{err}");
+    assert!(err.to_string().contains("outside the archive"), "{err}");
+    // A layout directory given directly may use symlinks, but not to a device.
+    let err = store.import(&layout).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_says_why() {
+    skip_unless!(false, &[]);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tmp = tempdir();
+    let store = ImageStore::open(&tmp.path().join("store")).unwrap();
+    let err = store
+        .ensure(&format!("127.0.0.1:{port}/x:1"), PullPolicy::IfNotPresent)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ImageError::Transport { .. }), "{err}");
+    assert_eq!(err.reason(), "ErrImagePull");
+    let text = err.to_string();
+    assert!(text.to_lowercase().contains("connection refused"), "{text}");
+    eprintln!("{text}");
+}

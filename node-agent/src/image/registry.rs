@@ -15,13 +15,13 @@
 //! HTTPS (rustls, Mozilla roots), or plain HTTP for loopback registries and those
 //! listed as insecure. `docker.io` is served by `registry-1.docker.io`.
 
-use std::io::Write as _;
 use std::path::Path;
 
 use futures::StreamExt as _;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
 use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt as _;
 
 use super::content::{check, digest_of, read_blob, verify, MAX_DOCUMENT};
 use super::error::{ImageError, IoContext};
@@ -151,9 +151,21 @@ impl<'a> Session<'a> {
     }
 
     fn transport(&self, url: &str, e: reqwest::Error) -> ImageError {
+        // reqwest's own message ("error sending request") hides the cause; spell out
+        // the chain once, without the URL it repeats.
+        let mut detail = Vec::new();
+        let mut cause: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(c) = cause {
+            let text = c.to_string().replace(&format!(" for url ({url})"), "");
+            if !detail.contains(&text) {
+                detail.push(text);
+            }
+            cause = c.source();
+        }
         ImageError::Transport {
             reference: self.reference.clone(),
             url: url.to_string(),
+            detail: detail.join(": "),
             source: std::sync::Arc::new(e),
         }
     }
@@ -439,8 +451,9 @@ impl<'a> Session<'a> {
         let url = format!("{}/blobs/{digest}", self.base);
         let mut response = self.get(&url, None).await?;
         let what = format!("layer {digest} of {}", self.reference);
-        let mut file =
-            std::fs::File::create(dest).ctx(|| format!("cannot create {}", dest.display()))?;
+        let mut file = tokio::fs::File::create(dest)
+            .await
+            .ctx(|| format!("cannot create {}", dest.display()))?;
         let mut hasher = Sha256::new();
         let mut received: u64 = 0;
         while let Some(chunk) = response
@@ -456,10 +469,13 @@ impl<'a> Session<'a> {
                 ));
             }
             hasher.update(&chunk);
-            // Small synchronous writes to a local file; the chunks are ~16 KiB.
             file.write_all(&chunk)
+                .await
                 .ctx(|| format!("cannot write {}", dest.display()))?;
         }
+        file.flush()
+            .await
+            .ctx(|| format!("cannot write {}", dest.display()))?;
         check(
             &what,
             digest,
