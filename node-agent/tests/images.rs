@@ -738,3 +738,36 @@ async fn an_unreachable_registry_says_why() {
     assert!(text.to_lowercase().contains("connection refused"), "{text}");
     eprintln!("{text}");
 }
+
+/// Two store handles on one directory stand in for the agent and a `skiff image`
+/// process: concurrent imports of one image all succeed and share one layer.
+#[test]
+fn concurrent_imports_of_one_image_share_its_layers() {
+    skip_unless!(false, &[]);
+    let tmp = tempdir();
+    let layout = tmp.path().join("layout");
+    let layers = vec![
+        LayerTar::new().file("a", &[7u8; 100_000], 0o644).build(),
+        LayerTar::new().file("b", b"b", 0o644).build(),
+    ];
+    write_layout(&layout, "skiff.local/shared:1", &layers, true);
+    let root = tmp.path().join("store");
+    let stores = [
+        ImageStore::open(&root).unwrap(),
+        ImageStore::open(&root).unwrap(),
+    ];
+    std::thread::scope(|scope| {
+        for i in 0..6 {
+            let store = &stores[i % 2];
+            let layout = &layout;
+            scope.spawn(move || {
+                assert_eq!(store.import(layout).unwrap(), ["skiff.local/shared:1"]);
+            });
+        }
+    });
+    assert_eq!(fs::read_dir(root.join("layers")).unwrap().count(), 2);
+    assert_eq!(fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+    let image = stores[0].get("skiff.local/shared:1").unwrap();
+    assert_eq!(stores[1].list(), vec![image.clone()]);
+    assert_eq!(fs::read(image.layers[1].join("b")).unwrap(), b"b");
+}
