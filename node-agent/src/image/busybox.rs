@@ -103,7 +103,7 @@ pub fn build_busybox(
             .ctx(|| format!("cannot write {}", dir.display()))?;
         fs::write(dir.join("index.json"), &index_json)
             .ctx(|| format!("cannot write {}", dir.display()))?;
-        super::import::import_dir(store, &dir, "busybox")
+        super::import::import_dir(store, &dir, "busybox", true)
     })();
     remove_tree(&dir);
     result?;

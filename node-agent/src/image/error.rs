@@ -54,12 +54,15 @@ pub enum ImageError {
     },
 
     /// The registry could not be reached or the transfer broke off.
-    #[error("cannot reach the registry for {reference} ({url}): {source}")]
+    #[error("cannot reach the registry for {reference} ({url}): {detail}")]
     Transport {
         /// The normalized reference.
         reference: String,
         /// The URL requested.
         url: String,
+        /// The error and its causes, outermost first (`connection refused`, a TLS
+        /// certificate problem, a timeout).
+        detail: String,
         /// The HTTP client's error.
         #[source]
         source: Arc<reqwest::Error>,

@@ -34,14 +34,14 @@ pub(crate) fn import(store: &ImageStore, path: &Path) -> Result<Vec<String>, Ima
     let stem = base_name(path);
     let _lock = store.writer_lock()?;
     if meta.is_dir() {
-        return import_dir(store, path, &stem);
+        return import_dir(store, path, &stem, false);
     }
     let staging = store.layout().tmp_path("archive");
     let result = (|| {
         fs::create_dir(&staging).ctx(|| format!("cannot create {}", staging.display()))?;
         let file = File::open(path).ctx(|| format!("cannot open {}", path.display()))?;
         unpack_layer(&path.display().to_string(), file, &staging)?;
-        import_dir(store, &staging, &stem)
+        import_dir(store, &staging, &stem, true)
     })();
     remove_tree(&staging);
     result.map_err(|e| match e {
@@ -61,11 +61,13 @@ pub(crate) fn import_dir(
     store: &ImageStore,
     dir: &Path,
     stem: &str,
+    confined: bool,
 ) -> Result<Vec<String>, ImageError> {
-    if dir.join("index.json").is_file() {
-        import_oci(store, dir, stem)
-    } else if dir.join("manifest.json").is_file() {
-        import_docker(store, dir)
+    let src = Source::new(dir, confined)?;
+    if dir.join("index.json").exists() {
+        import_oci(store, &src, stem)
+    } else if dir.join("manifest.json").exists() {
+        import_docker(store, &src)
     } else {
         Err(ImageError::invalid(
             dir.display().to_string(),
@@ -74,9 +76,82 @@ pub(crate) fn import_dir(
     }
 }
 
-fn import_oci(store: &ImageStore, dir: &Path, stem: &str) -> Result<Vec<String>, ImageError> {
-    let index_path = dir.join("index.json");
-    let what = index_path.display().to_string();
+/// The directory being imported. Every file is opened through [`Source::file`], which
+/// insists on a regular file (a symlink to `/dev/zero` would never end) and, for an
+/// unpacked archive (`confined`), on one inside the directory even after symlinks.
+struct Source<'a> {
+    dir: &'a Path,
+    canonical: PathBuf,
+    confined: bool,
+}
+
+impl<'a> Source<'a> {
+    fn new(dir: &'a Path, confined: bool) -> Result<Source<'a>, ImageError> {
+        let canonical = dir
+            .canonicalize()
+            .ctx(|| format!("cannot resolve {}", dir.display()))?;
+        Ok(Source {
+            dir,
+            canonical,
+            confined,
+        })
+    }
+
+    fn name(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    /// The regular file `name` (relative, no `..`) of the directory.
+    fn file(&self, name: &str) -> Result<PathBuf, ImageError> {
+        let unsafe_path = |reason: &str| ImageError::UnsafePath {
+            what: self.name(),
+            entry: name.to_string(),
+            reason: reason.to_string(),
+        };
+        let rel = clean_path(Path::new(name)).map_err(unsafe_path)?;
+        let resolved = self
+            .dir
+            .join(&rel)
+            .canonicalize()
+            .map_err(|_| ImageError::invalid(self.name(), format!("{name:?} is missing")))?;
+        if self.confined && !resolved.starts_with(&self.canonical) {
+            return Err(unsafe_path("resolves outside the archive"));
+        }
+        if !resolved.is_file() {
+            return Err(ImageError::invalid(
+                self.name(),
+                format!("{name:?} is not a regular file"),
+            ));
+        }
+        Ok(resolved)
+    }
+
+    /// `blobs/sha256/<hex>`, after validating the digest.
+    fn blob(&self, digest: &str) -> Result<PathBuf, ImageError> {
+        validate_digest(digest).map_err(|r| ImageError::invalid(self.name(), r))?;
+        self.file(&format!("blobs/sha256/{}", super::schema::hex_of(digest)))
+            .map_err(|e| match e {
+                ImageError::Invalid { what, reason } => ImageError::Invalid {
+                    what,
+                    reason: format!("blob {digest}: {reason}"),
+                },
+                e => e,
+            })
+    }
+
+    /// A small blob, verified against its digest.
+    fn small_blob(&self, digest: &str) -> Result<Vec<u8>, ImageError> {
+        let path = self.blob(digest)?;
+        let bytes = read_limited(&path, MAX_DOCUMENT)?;
+        super::content::verify(&format!("blob {}", path.display()), digest, &bytes)?;
+        Ok(bytes)
+    }
+}
+
+fn import_oci(store: &ImageStore, src: &Source, stem: &str) -> Result<Vec<String>, ImageError> {
+    let dir = src.dir;
+    let index_path = src.file("index.json")?;
+    let what = dir.join("index.json").display().to_string();
     let bytes = read_limited(&index_path, MAX_DOCUMENT)?;
     let Document::Index(index) = Document::parse(&what, super::oci::OCI_INDEX, &bytes)? else {
         return Err(ImageError::invalid(
@@ -93,14 +168,14 @@ fn import_oci(store: &ImageStore, dir: &Path, stem: &str) -> Result<Vec<String>,
             tracing::warn!(layout = %dir.display(), digest = %entry.digest, "skipping an unnamed image");
             continue;
         }
-        let (manifest_digest, manifest_bytes) = resolve_manifest(dir, entry)?;
+        let (manifest_digest, manifest_bytes) = resolve_manifest(src, entry)?;
         let manifest_what = format!("manifest {manifest_digest} in {}", dir.display());
         let Document::Manifest(manifest) = Document::parse(&manifest_what, "", &manifest_bytes)?
         else {
             return Err(ImageError::invalid(manifest_what, "not an image manifest"));
         };
         let config_digest = manifest.config.digest.clone();
-        let config_bytes = read_oci_blob(dir, &config_digest, MAX_DOCUMENT)?;
+        let config_bytes = src.small_blob(&config_digest)?;
         let config = ConfigFile::parse(&format!("config {config_digest}"), &config_bytes)?;
         if config.rootfs.diff_ids.len() != manifest.layers.len() {
             return Err(ImageError::invalid(
@@ -116,7 +191,7 @@ fn import_oci(store: &ImageStore, dir: &Path, stem: &str) -> Result<Vec<String>,
             if store.layer_size(diff_id).is_some() {
                 continue;
             }
-            let path = blob_path(dir, &layer.digest)?;
+            let path = src.blob(&layer.digest)?;
             let file = File::open(&path).ctx(|| format!("cannot open layer {}", path.display()))?;
             store.install_layer(
                 &format!("layer {} in {}", layer.digest, dir.display()),
@@ -173,9 +248,9 @@ fn oci_names(entry: &Descriptor, stem: &str) -> Result<Vec<String>, ImageError> 
 
 /// The bytes of the manifest an index entry points at, descending into a nested index
 /// (a multi-platform image) to this host's platform.
-fn resolve_manifest(dir: &Path, entry: &Descriptor) -> Result<(String, Vec<u8>), ImageError> {
-    let bytes = read_oci_blob(dir, &entry.digest, MAX_DOCUMENT)?;
-    let what = format!("blob {} in {}", entry.digest, dir.display());
+fn resolve_manifest(src: &Source, entry: &Descriptor) -> Result<(String, Vec<u8>), ImageError> {
+    let bytes = src.small_blob(&entry.digest)?;
+    let what = format!("blob {} in {}", entry.digest, src.name());
     match Document::parse(&what, &entry.media_type, &bytes)? {
         Document::Manifest(_) => Ok((entry.digest.clone(), bytes)),
         Document::Index(nested) => {
@@ -189,37 +264,16 @@ fn resolve_manifest(dir: &Path, entry: &Descriptor) -> Result<(String, Vec<u8>),
                     ),
                 });
             };
-            let bytes = read_oci_blob(dir, &chosen.digest, MAX_DOCUMENT)?;
+            let bytes = src.small_blob(&chosen.digest)?;
             Ok((chosen.digest.clone(), bytes))
         }
     }
 }
 
-/// `blobs/<alg>/<hex>` of a layout, after validating the digest (so it is a safe path).
-fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf, ImageError> {
-    validate_digest(digest).map_err(|r| ImageError::invalid(dir.display().to_string(), r))?;
-    let hex = super::schema::hex_of(digest);
-    let path = dir.join("blobs").join("sha256").join(hex);
-    if !path.is_file() {
-        return Err(ImageError::invalid(
-            dir.display().to_string(),
-            format!("blob {digest} is missing (no {})", path.display()),
-        ));
-    }
-    Ok(path)
-}
-
-/// Reads a small blob of a layout, verifying its digest.
-fn read_oci_blob(dir: &Path, digest: &str, limit: u64) -> Result<Vec<u8>, ImageError> {
-    let path = blob_path(dir, digest)?;
-    let bytes = read_limited(&path, limit)?;
-    super::content::verify(&format!("blob {}", path.display()), digest, &bytes)?;
-    Ok(bytes)
-}
-
-fn import_docker(store: &ImageStore, dir: &Path) -> Result<Vec<String>, ImageError> {
-    let manifest_path = dir.join("manifest.json");
-    let what = manifest_path.display().to_string();
+fn import_docker(store: &ImageStore, src: &Source) -> Result<Vec<String>, ImageError> {
+    let dir = src.dir;
+    let manifest_path = src.file("manifest.json")?;
+    let what = dir.join("manifest.json").display().to_string();
     let bytes = read_limited(&manifest_path, MAX_DOCUMENT)?;
     let entries: Vec<DockerArchiveEntry> = serde_json::from_slice(&bytes)
         .map_err(|e| ImageError::invalid(&what, format!("not a docker-archive manifest: {e}")))?;
@@ -234,7 +288,7 @@ fn import_docker(store: &ImageStore, dir: &Path) -> Result<Vec<String>, ImageErr
             .iter()
             .map(|t| normalize(t))
             .collect::<Result<Vec<_>, _>>()?;
-        let config_path = archive_file(dir, &entry.config)?;
+        let config_path = src.file(&entry.config)?;
         let config_bytes = read_limited(&config_path, MAX_DOCUMENT)?;
         let config_digest = digest_of(&config_bytes);
         // The config is named by its digest: `<hex>.json` or `blobs/sha256/<hex>`.
@@ -256,7 +310,7 @@ fn import_docker(store: &ImageStore, dir: &Path) -> Result<Vec<String>, ImageErr
             if store.layer_size(diff_id).is_some() {
                 continue;
             }
-            let path = archive_file(dir, layer)?;
+            let path = src.file(layer)?;
             let file = File::open(&path).ctx(|| format!("cannot open layer {}", path.display()))?;
             // Only `blobs/sha256/<hex>` names are digests; `<v1 id>/layer.tar` is not.
             let digest = layer
@@ -280,34 +334,6 @@ fn import_docker(store: &ImageStore, dir: &Path) -> Result<Vec<String>, ImageErr
         ));
     }
     Ok(imported)
-}
-
-/// A file named inside a docker-archive, kept inside it even through symlinks (old
-/// `docker save` links duplicate layers to each other).
-fn archive_file(dir: &Path, name: &str) -> Result<PathBuf, ImageError> {
-    let unsafe_path = |reason: &str| ImageError::UnsafePath {
-        what: dir.display().to_string(),
-        entry: name.to_string(),
-        reason: reason.to_string(),
-    };
-    let rel = clean_path(Path::new(name)).map_err(unsafe_path)?;
-    let path = dir.join(&rel);
-    let resolved = path
-        .canonicalize()
-        .ctx(|| format!("the archive has no file {name:?}"))?;
-    let root = dir
-        .canonicalize()
-        .ctx(|| format!("cannot resolve {}", dir.display()))?;
-    if !resolved.starts_with(&root) {
-        return Err(unsafe_path("resolves outside the archive"));
-    }
-    if !resolved.is_file() {
-        return Err(ImageError::invalid(
-            dir.display().to_string(),
-            format!("{name:?} is not a file"),
-        ));
-    }
-    Ok(resolved)
 }
 
 /// The digest a docker-archive file name carries: `<hex>.json`, `blobs/sha256/<hex>`.

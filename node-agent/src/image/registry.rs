@@ -15,13 +15,13 @@
 //! HTTPS (rustls, Mozilla roots), or plain HTTP for loopback registries and those
 //! listed as insecure. `docker.io` is served by `registry-1.docker.io`.
 
-use std::io::Write as _;
 use std::path::Path;
 
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::StreamExt as _;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
 use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt as _;
 
 use super::content::{check, digest_of, read_blob, verify, MAX_DOCUMENT};
 use super::error::{ImageError, IoContext};
@@ -79,11 +79,14 @@ pub(crate) async fn pull(
         .filter(|(_, diff_id)| store.layer_size(diff_id).is_none())
         .map(|(layer, diff_id)| (layer.clone(), diff_id.clone()))
         .collect();
-    futures::stream::iter(jobs)
+    // Every started layer is finished before an error is returned, so no download or
+    // unpack outlives the pull; the layers that did succeed stay for the next attempt.
+    let results: Vec<Result<(), ImageError>> = futures::stream::iter(jobs)
         .map(|(layer, diff_id)| session.install_layer(layer.digest, layer.size, diff_id))
         .buffer_unordered(PARALLEL_LAYERS)
-        .try_collect::<Vec<()>>()
-        .await?;
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
 
     let store2 = store.clone();
     let image = tokio::task::spawn_blocking(move || {
@@ -148,9 +151,21 @@ impl<'a> Session<'a> {
     }
 
     fn transport(&self, url: &str, e: reqwest::Error) -> ImageError {
+        // reqwest's own message ("error sending request") hides the cause; spell out
+        // the chain once, without the URL it repeats.
+        let mut detail = Vec::new();
+        let mut cause: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(c) = cause {
+            let text = c.to_string().replace(&format!(" for url ({url})"), "");
+            if !detail.contains(&text) {
+                detail.push(text);
+            }
+            cause = c.source();
+        }
         ImageError::Transport {
             reference: self.reference.clone(),
             url: url.to_string(),
+            detail: detail.join(": "),
             source: std::sync::Arc::new(e),
         }
     }
@@ -407,9 +422,11 @@ impl<'a> Session<'a> {
         size: i64,
         diff_id: String,
     ) -> Result<(), ImageError> {
-        let staging = self.store.layout().tmp_path("download");
-        let result = self.download(&digest, size, &staging).await;
-        let result = match result {
+        // Removed however this ends, including by the future being dropped.
+        let staging = Staging(self.store.layout().tmp_path("download"));
+        let staging = &staging.0;
+        let result = self.download(&digest, size, staging).await;
+        match result {
             Ok(()) => {
                 let store = self.store.clone();
                 let what = format!("layer {digest} of {}", self.reference);
@@ -427,17 +444,16 @@ impl<'a> Session<'a> {
                 .map(drop)
             }
             Err(e) => Err(e),
-        };
-        remove_tree(&staging);
-        result
+        }
     }
 
     async fn download(&self, digest: &str, size: i64, dest: &Path) -> Result<(), ImageError> {
         let url = format!("{}/blobs/{digest}", self.base);
         let mut response = self.get(&url, None).await?;
         let what = format!("layer {digest} of {}", self.reference);
-        let mut file =
-            std::fs::File::create(dest).ctx(|| format!("cannot create {}", dest.display()))?;
+        let mut file = tokio::fs::File::create(dest)
+            .await
+            .ctx(|| format!("cannot create {}", dest.display()))?;
         let mut hasher = Sha256::new();
         let mut received: u64 = 0;
         while let Some(chunk) = response
@@ -453,15 +469,27 @@ impl<'a> Session<'a> {
                 ));
             }
             hasher.update(&chunk);
-            // Small synchronous writes to a local file; the chunks are ~16 KiB.
             file.write_all(&chunk)
+                .await
                 .ctx(|| format!("cannot write {}", dest.display()))?;
         }
+        file.flush()
+            .await
+            .ctx(|| format!("cannot write {}", dest.display()))?;
         check(
             &what,
             digest,
             &format!("sha256:{}", hex::encode(hasher.finalize())),
         )
+    }
+}
+
+/// A staging file removed on drop.
+struct Staging(std::path::PathBuf);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        remove_tree(&self.0);
     }
 }
 

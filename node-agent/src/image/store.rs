@@ -153,7 +153,8 @@ impl ImageStore {
 
     /// Makes `reference` available locally according to `policy`: `Never` only looks,
     /// `IfNotPresent` pulls when absent, `Always` asks the registry (cheap when the
-    /// manifest is unchanged: nothing is downloaded again). Concurrent calls for one
+    /// manifest is unchanged: nothing is downloaded again; like the kubelet, a registry
+    /// failure fails the call even when a local copy exists). Concurrent calls for one
     /// reference share a single pull.
     ///
     /// # Errors
@@ -222,7 +223,7 @@ impl ImageStore {
 
     /// The local image for `reference`, if present with all its layers. A digest
     /// reference (`name@sha256:…`) also finds an image pulled by tag whose manifest has
-    /// that digest.
+    /// that digest (the returned `reference` is then the tag it was stored under).
     pub fn get(&self, reference: &str) -> Option<LocalImage> {
         let parsed = Reference::parse(reference).ok()?;
         let key = parsed.to_string();

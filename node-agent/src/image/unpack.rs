@@ -177,14 +177,10 @@ impl Extractor<'_> {
             .mode()
             .map_err(|e| ImageError::invalid(self.what, format!("{raw:?}: bad mode: {e}")))?
             & 0o7777;
-        let uid = header.uid().ok().and_then(|u| u32::try_from(u).ok());
-        let gid = header.gid().ok().and_then(|g| u32::try_from(g).ok());
-        let (Some(uid), Some(gid)) = (uid, gid) else {
-            return Err(ImageError::invalid(
-                self.what,
-                format!("{raw:?}: owner does not fit in 32 bits"),
-            ));
-        };
+        let uid = owner_id(header.uid(), &header.as_old().uid)
+            .map_err(|r| ImageError::invalid(self.what, format!("{raw:?}: uid {r}")))?;
+        let gid = owner_id(header.gid(), &header.as_old().gid)
+            .map_err(|r| ImageError::invalid(self.what, format!("{raw:?}: gid {r}")))?;
         let mtime = header.mtime().unwrap_or(0).min(i64::MAX as u64) as i64;
         let ctx = |op: &str| format!("{}: cannot {op} {}", self.what, path.display());
 
@@ -460,6 +456,16 @@ impl Extractor<'_> {
     }
 }
 
+/// A uid or gid from a header field; a blank field (all NUL or spaces, as some tools
+/// write) is 0, like GNU tar reads it.
+fn owner_id(parsed: io::Result<u64>, field: &[u8]) -> Result<u32, &'static str> {
+    match parsed {
+        Ok(id) => u32::try_from(id).map_err(|_| "does not fit in 32 bits"),
+        Err(_) if field.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+        Err(_) => Err("is not a number"),
+    }
+}
+
 /// Removes whatever is at `path` (file, symlink, device, directory tree); absent is
 /// fine.
 fn remove_existing(path: &Path) -> io::Result<()> {
@@ -630,6 +636,24 @@ mod tests {
             );
             assert!(!dir.path().join("h").exists());
         }
+    }
+
+    #[test]
+    fn blank_owner_fields_mean_root() {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.as_gnu_mut().unwrap().name[..1].copy_from_slice(b"f");
+        h.as_gnu_mut().unwrap().uid = [0; 8];
+        h.as_gnu_mut().unwrap().gid = [b' '; 8];
+        h.set_cksum();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, &b"x"[..]).unwrap();
+        let data = b.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        unpack_layer("blank", &data[..], dir.path()).unwrap();
+        assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"x");
     }
 
     #[test]
