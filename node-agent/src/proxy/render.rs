@@ -327,12 +327,12 @@ const SKELETON_CHAINS: [(&str, Option<&str>); 13] = [
     ),
     (
         "nat-prerouting",
-        Some("type nat hook prerouting priority dstnat"),
+        Some("type nat hook prerouting priority -100"),
     ),
-    ("nat-output", Some("type nat hook output priority dstnat")),
+    ("nat-output", Some("type nat hook output priority -100")),
     (
         "nat-postrouting",
-        Some("type nat hook postrouting priority srcnat"),
+        Some("type nat hook postrouting priority 100"),
     ),
     ("services", None),
     ("service-endpoints-check", None),
