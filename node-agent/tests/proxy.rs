@@ -1,15 +1,20 @@
-//! The service proxy's sync and apply layers against real nftables (run as root).
+//! The service proxy against real nftables in network namespaces (run as root; skipped
+//! otherwise).
 //!
-//! The test builds a small node out of network namespaces, all named `skp<pid>-…` and
+//! `service_traffic_is_balanced_rescaled_rejected_and_removed` drives the sync and apply
+//! layers with in-memory objects and real connections; `run_follows_watches_and_removes_its_table`
+//! drives [`proxy::run_with`] from a fake API server.
+//!
+//! The first test builds a small node out of network namespaces, all named `skp<pid>-…` and
 //! removed by name when the test ends, pass or fail:
 //!
 //! ```text
-//!   skp<pid>-up: 10.251.0.2, outside the cluster: the node's default route; a client
-//!   └── veth ── skp<pid>-node: up0 10.251.0.1/30, br0 10.250.0.1/24, ip_forward on,
+//!   skp<pid>a-up: 10.251.0.2, outside the cluster: the node's default route; a client
+//!   └── veth ── skp<pid>a-node: up0 10.251.0.1/30, br0 10.250.0.1/24, ip_forward on,
 //!       │                     the proxy's table
-//!       ├── veth ── skp<pid>-p1: 10.250.0.2, TCP :8080 answers "pod1"
-//!       ├── veth ── skp<pid>-p2: 10.250.0.3, TCP :8080 answers "pod2"
-//!       └── veth ── skp<pid>-p3: 10.250.0.4, a client pod
+//!       ├── veth ── skp<pid>a-p1: 10.250.0.2, TCP :8080 answers "pod1"
+//!       ├── veth ── skp<pid>a-p2: 10.250.0.3, TCP :8080 answers "pod2"
+//!       └── veth ── skp<pid>a-p3: 10.250.0.4, a client pod
 //! ```
 //!
 //! The Service `default/web` (ClusterIP 10.96.77.10:80, nodePort 30080 → targetPort 8080)
@@ -18,6 +23,7 @@
 //! namespace with setns(2); every connection has a timeout.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::fs::File;
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,11 +33,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use nix::sched::CloneFlags;
-use skiff_node_agent::proxy::{Nft, ProxyMetrics, RenderConfig, SyncMode, Syncer};
+use skiff_node_agent::proxy::{
+    self, Nft, ProxyConfig, ProxyMetrics, RenderConfig, SyncMode, Syncer,
+};
+use tokio_util::sync::CancellationToken;
 
 const CLUSTER_IP: &str = "10.96.77.10";
 const NODE_IP: &str = "10.250.0.1";
@@ -232,7 +243,7 @@ fn service_traffic_is_balanced_rescaled_rejected_and_removed() {
         return;
     }
     let mut namespaces = Namespaces { names: Vec::new() };
-    let prefix = format!("skp{}", std::process::id());
+    let prefix = format!("skp{}a", std::process::id());
     let node = namespaces.add(format!("{prefix}-node"));
     ip(&["-n", &node, "link", "set", "lo", "up"]);
     ip(&["-n", &node, "link", "add", "br0", "type", "bridge"]);
@@ -456,4 +467,194 @@ fn service_traffic_is_balanced_rescaled_rejected_and_removed() {
         !String::from_utf8_lossy(&left.stdout).contains(&prefix),
         "namespaces left behind"
     );
+}
+
+/// Just enough of an API server for kube-runtime's watchers of Services and EndpointSlices:
+/// lists are empty, and every watch replays the events pushed so far, then follows.
+#[derive(Clone)]
+struct FakeApi {
+    services: Arc<tokio::sync::watch::Sender<Vec<Bytes>>>,
+    slices: Arc<tokio::sync::watch::Sender<Vec<Bytes>>>,
+}
+
+type FakeBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+impl FakeApi {
+    fn new() -> FakeApi {
+        FakeApi {
+            services: Arc::new(tokio::sync::watch::channel(Vec::new()).0),
+            slices: Arc::new(tokio::sync::watch::channel(Vec::new()).0),
+        }
+    }
+
+    fn client(&self) -> kube::Client {
+        let api = self.clone();
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let response = api.respond(req.uri());
+            async move { Ok::<_, Infallible>(response) }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    /// Pushes a watch event (`ADDED`, `MODIFIED`, `DELETED`) for a Service or a slice.
+    fn push<K: serde::Serialize>(&self, kind: &str, object: &K) {
+        let events = if kind.starts_with("Service") {
+            &self.services
+        } else {
+            &self.slices
+        };
+        let type_ = kind
+            .split(':')
+            .nth(1)
+            .expect("kind is Service:TYPE or Slice:TYPE");
+        let mut line =
+            serde_json::to_vec(&serde_json::json!({ "type": type_, "object": object })).unwrap();
+        line.push(b'\n');
+        events.send_modify(|events| events.push(Bytes::from(line)));
+    }
+
+    fn respond(&self, uri: &http::Uri) -> http::Response<FakeBody> {
+        let (events, list_kind, api_version) = match uri.path() {
+            "/api/v1/services" => (&self.services, "ServiceList", "v1"),
+            "/apis/discovery.k8s.io/v1/endpointslices" => {
+                (&self.slices, "EndpointSliceList", "discovery.k8s.io/v1")
+            }
+            _ => {
+                let body = http_body_util::Full::new(Bytes::from_static(b"{}"));
+                return http::Response::builder()
+                    .status(404)
+                    .body(body.boxed())
+                    .unwrap();
+            }
+        };
+        if !uri.query().unwrap_or("").contains("watch=true") {
+            let list = serde_json::json!({
+                "apiVersion": api_version, "kind": list_kind,
+                "metadata": { "resourceVersion": "1" }, "items": [],
+            });
+            let body = http_body_util::Full::new(Bytes::from(list.to_string()));
+            return http::Response::new(body.boxed());
+        }
+        let mut rx = events.subscribe();
+        let (mut tx, body) = http_body_util::Channel::<Bytes, Infallible>::new(16);
+        tokio::spawn(async move {
+            let mut sent = 0;
+            loop {
+                let pending: Vec<u8> = {
+                    let events = rx.borrow_and_update();
+                    let pending = events[sent..].concat();
+                    sent = events.len();
+                    pending
+                };
+                if !pending.is_empty() && tx.send_data(Bytes::from(pending)).await.is_err() {
+                    return; // The watch was dropped.
+                }
+                if rx.changed().await.is_err() {
+                    return; // The fake API was dropped.
+                }
+            }
+        });
+        http::Response::new(body.boxed())
+    }
+}
+
+/// Polls `nft list table` in `netns` until `check` holds (or fails after 10 s).
+async fn wait_for_table(nft: &Nft, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listing = nft.list_table(TABLE).await.unwrap_or_default();
+        if check(&listing) {
+            return listing;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}:\n{listing}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn run_follows_watches_and_removes_its_table() {
+    if !can_run() {
+        return;
+    }
+    let mut namespaces = Namespaces { names: Vec::new() };
+    let node = namespaces.add(format!("skp{}b-node", std::process::id()));
+    ip(&["-n", &node, "link", "set", "lo", "up"]);
+
+    let api = FakeApi::new();
+    let nft = Nft::in_netns(&node);
+    let metrics = Arc::new(ProxyMetrics::default());
+    let shutdown = CancellationToken::new();
+    let config = ProxyConfig {
+        node_name: "node-1".into(),
+        ..ProxyConfig::default()
+    };
+    let proxy = tokio::spawn(proxy::run_with(
+        api.client(),
+        config,
+        nft.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    // Both caches listed (empty): the first, full sync builds the skeleton.
+    wait_for_table(&nft, "the skeleton", |t| t.contains("chain nat-prerouting")).await;
+
+    let mut svc = web_service();
+    svc.metadata.resource_version = Some("2".into());
+    api.push("Service:ADDED", &svc);
+    let element = format!("{CLUSTER_IP} . tcp . 80 : goto svc-");
+    let listing = wait_for_table(&nft, "the service without endpoints", |t| {
+        t.contains(&format!("{CLUSTER_IP} . tcp . 80 : goto reject-chain"))
+    })
+    .await;
+    assert!(!listing.contains(&element), "{listing}");
+
+    // A burst of slice updates is coalesced into far fewer syncs.
+    let syncs_before = metrics.snapshot().syncs;
+    for i in 0..20 {
+        let mut slice = web_slice(&[("10.250.0.2", true), ("10.250.0.3", i % 2 == 1)]);
+        slice.metadata.resource_version = Some((3 + i).to_string());
+        api.push(
+            if i == 0 {
+                "Slice:ADDED"
+            } else {
+                "Slice:MODIFIED"
+            },
+            &slice,
+        );
+    }
+    wait_for_table(&nft, "both endpoints", |t| {
+        t.contains(&element) && t.contains("dnat to 10.250.0.3:8080")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let syncs = metrics.snapshot().syncs - syncs_before;
+    assert!(
+        (1..=3).contains(&syncs),
+        "20 updates in a burst took {syncs} syncs"
+    );
+
+    svc.metadata.resource_version = Some("30".into());
+    api.push("Service:DELETED", &svc);
+    wait_for_table(&nft, "the service's removal", |t| {
+        t.contains("chain nat-prerouting") && !t.contains(CLUSTER_IP) && !t.contains("chain svc-")
+    })
+    .await;
+
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(10), proxy).await;
+    result
+        .expect("run stops on shutdown")
+        .expect("run task")
+        .expect("run returns Ok");
+    let tables = nft.list_tables().await.unwrap();
+    assert!(
+        !tables.contains(TABLE),
+        "the table outlived the proxy: {tables}"
+    );
+    let snapshot = metrics.snapshot();
+    assert_eq!(snapshot.sync_errors, 0, "{snapshot:?}");
 }

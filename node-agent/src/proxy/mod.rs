@@ -107,20 +107,29 @@ pub async fn run(
     config: ProxyConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    run_with_metrics(client, config, Arc::new(ProxyMetrics::default()), shutdown).await
+    run_with(
+        client,
+        config,
+        Nft::host(),
+        Arc::new(ProxyMetrics::default()),
+        shutdown,
+    )
+    .await
 }
 
-/// [`run`], updating `metrics` as it syncs.
+/// [`run`] with the apply layer and the counters given: the agent passes the metrics it
+/// exports; tests pass an [`Nft`] that works inside a network namespace.
 ///
 /// # Errors
 /// As [`run`].
-pub async fn run_with_metrics(
+pub async fn run_with(
     client: kube::Client,
     config: ProxyConfig,
+    nft: Nft,
     metrics: Arc<ProxyMetrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut syncer = Syncer::new(Nft::host(), config.render_config(), metrics)?;
+    let mut syncer = Syncer::new(nft, config.render_config(), metrics)?;
     info!(node = %config.node_name, table = %config.table, sync_period = ?config.sync_period, "service proxy starting");
 
     let (services, service_writer) = reflector::store::<Service>();
