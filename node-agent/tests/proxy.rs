@@ -419,6 +419,16 @@ fn service_traffic_is_balanced_rescaled_rejected_and_removed() {
         );
     }
 
+    // Someone removed the table behind the proxy's back: the incremental update fails and
+    // the sync falls back to a full rebuild at once.
+    rt.block_on(nft.delete_table(TABLE)).unwrap();
+    let report = rt
+        .block_on(syncer.sync([&svc], [&one], SyncMode::Incremental))
+        .unwrap();
+    assert!(report.full, "{report:?}");
+    assert_eq!(metrics.snapshot().sync_errors, 1);
+    assert_eq!(connect(&client_pod, &cluster).as_deref(), Ok("pod1"));
+
     // Back to two, then the Service is removed: nothing answers and its chains are gone.
     rt.block_on(syncer.sync([&svc], [&both], SyncMode::Incremental))
         .unwrap();
@@ -450,8 +460,8 @@ fn service_traffic_is_balanced_rescaled_rejected_and_removed() {
     assert!(!listing.contains(CLUSTER_IP), "{listing}");
 
     let snapshot = metrics.snapshot();
-    assert_eq!(snapshot.sync_errors, 0, "{snapshot:?}");
-    assert_eq!(snapshot.full_syncs, 2, "{snapshot:?}");
+    assert_eq!(snapshot.sync_errors, 1, "{snapshot:?}");
+    assert_eq!(snapshot.full_syncs, 3, "{snapshot:?}");
     assert_eq!(snapshot.service_ports, 0, "{snapshot:?}");
 
     // Teardown removes the table; a second teardown is harmless.

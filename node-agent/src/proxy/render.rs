@@ -32,6 +32,11 @@
 //! straight from the backend's address and drop it. Node ports on loopback addresses are
 //! never DNATed, so `route_localnet` is not needed.
 //!
+//! Known limit: a pod reaching itself through its own Service ("hairpin") does not work
+//! yet. The DNATed packet (source = destination = the pod) passes `nat-prerouting` but
+//! never reaches the forward hook on the node (seen on Linux 6.18 with a plain bridge), so
+//! the masquerade that would fix it never runs.
+//!
 //! [`Ruleset`] is the dynamic part as data; [`render_full`] writes a script that rebuilds
 //! the whole table in one transaction, [`render_update`] one that turns an applied ruleset
 //! into another touching only the chains and elements that differ.
