@@ -20,13 +20,13 @@ pub const MAX_CHAIN_NAME: usize = 64;
 /// The chain that picks an endpoint for `port`.
 pub fn service_chain(port: &ServicePortName) -> String {
     let id = identity(port);
-    chain_name("svc", &id, &id)
+    chain_name("svc", &id)
 }
 
 /// The chain that DNATs connections of `port` to `endpoint`.
 pub fn endpoint_chain(port: &ServicePortName, endpoint: &Endpoint) -> String {
     let id = format!("{}/{}/{}", identity(port), endpoint.ip, endpoint.port);
-    chain_name("ep", &id, &id)
+    chain_name("ep", &id)
 }
 
 fn identity(port: &ServicePortName) -> String {
@@ -39,10 +39,11 @@ fn identity(port: &ServicePortName) -> String {
     )
 }
 
-fn chain_name(prefix: &str, id: &str, tail: &str) -> String {
+/// `<prefix>-<8 hex digits of sha256(id)>-<id, odd characters replaced>`, truncated.
+fn chain_name(prefix: &str, id: &str) -> String {
     let digest = Sha256::digest(id.as_bytes());
     let mut name = format!("{prefix}-{}-", hex::encode(&digest[..4]));
-    name.extend(tail.chars().map(|c| {
+    name.extend(id.chars().map(|c| {
         if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/') {
             c
         } else {

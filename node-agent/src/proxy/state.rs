@@ -292,11 +292,11 @@ fn add_slice(
             let conditions = endpoint.conditions.as_ref();
             let is_ready = conditions.and_then(|c| c.ready) != Some(false);
             let serving = conditions.and_then(|c| c.serving) != Some(false);
-            let terminating_ = conditions.and_then(|c| c.terminating) == Some(true);
+            let is_terminating = conditions.and_then(|c| c.terminating) == Some(true);
             let ep = Endpoint { ip, port: target };
             if is_ready {
                 ready.insert(ep);
-            } else if serving && terminating_ {
+            } else if serving && is_terminating {
                 terminating.insert(ep);
             }
         }

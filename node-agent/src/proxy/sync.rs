@@ -107,8 +107,7 @@ impl Syncer {
         let mut full = mode == SyncMode::Full || self.applied.is_none();
         let mut applied = true;
 
-        if !full {
-            let old = self.applied.as_ref().expect("checked above");
+        if let (false, Some(old)) = (full, &self.applied) {
             match render::render_update(&self.config, old, &new) {
                 None => applied = false,
                 Some(script) => {
