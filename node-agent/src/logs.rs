@@ -1,1 +1,0 @@
-//! CRI-format container logs (being written).
