@@ -485,3 +485,31 @@ async fn shutdown_ends_sessions_and_kills_their_commands() {
     agent.stop().await;
     wait_dead(pid).await;
 }
+
+/// Regression: a `kubectl logs -f` whose reader stopped reading kept its connection
+/// (and so the graceful shutdown) busy forever.
+#[tokio::test]
+async fn shutdown_is_not_held_up_by_a_log_client_that_stopped_reading() {
+    use tokio::io::AsyncWriteExt;
+    let agent = start().await;
+    let mut w = write_log(agent.dir.path().join("1.log"), &[]);
+    let line = vec![b'x'; 1000];
+    for _ in 0..8_000 {
+        w.write(Stream::Stdout, &line).unwrap();
+        w.write(Stream::Stdout, b"\n").unwrap();
+    }
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(agent.addr).await.unwrap();
+    tcp.write_all(
+        b"GET /containerLogs/default/web/app?follow=true HTTP/1.1\r\nHost: agent\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // Time to fill the socket buffers.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let started = std::time::Instant::now();
+    agent.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(8));
+    drop(tcp);
+}

@@ -339,18 +339,22 @@ pub fn read_all(path: &Path) -> io::Result<Vec<LogEntry>> {
     let mut f = Follower::new(path.to_path_buf());
     let mut out = Vec::new();
     let mut all = Vec::new();
-    read_history(&mut f, &mut out, |batch| all.append(batch))?;
+    read_history(&mut f, &mut out, |batch| {
+        all.append(batch);
+        true
+    })?;
     f.parser.finish(&mut all);
     Ok(all)
 }
 
 /// Opens the current file, reads the rotated files older than it, then the current one
-/// to its end, calling `batch` with entries as they accumulate.
+/// to its end, calling `batch` with entries as they accumulate. `batch` returns false to
+/// stop reading, and then so does this.
 fn read_history(
     f: &mut Follower,
     out: &mut Vec<LogEntry>,
-    mut batch: impl FnMut(&mut Vec<LogEntry>),
-) -> io::Result<()> {
+    mut batch: impl FnMut(&mut Vec<LogEntry>) -> bool,
+) -> io::Result<bool> {
     // The current file first: a rotation right after this only adds its name to the
     // rotated list, where its inode is recognised and skipped.
     f.open()?;
@@ -374,15 +378,33 @@ fn read_history(
                 break;
             }
             f.parser.feed(&buf[..n], out);
-            batch(out);
+            if !batch(out) {
+                return Ok(false);
+            }
         }
     }
     f.parser.next_file();
     while f.read_available(out)? {
-        batch(out);
+        if !batch(out) {
+            return Ok(false);
+        }
     }
-    batch(out);
-    Ok(())
+    Ok(batch(out))
+}
+
+/// Sends a chunk to the consumer unless it has gone or the agent stops; false then.
+async fn send(
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+    bytes: Vec<u8>,
+    shutdown: &CancellationToken,
+) -> bool {
+    if bytes.is_empty() {
+        return true;
+    }
+    tokio::select! {
+        r = tx.send(Ok(Bytes::from(bytes))) => r.is_ok(),
+        () = shutdown.cancelled() => false,
+    }
 }
 
 /// How a followed log learns that its container has exited.
@@ -404,7 +426,8 @@ pub fn follow(
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
     tokio::spawn(async move {
         if let Err(e) = run(path, opts, exited, shutdown, tx.clone()).await {
-            let _ = tx.send(Err(e)).await;
+            // Ends the body with an error (unless the consumer is stuck or gone).
+            let _ = tx.try_send(Err(e));
         }
     });
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
@@ -429,14 +452,15 @@ async fn run(
     let tail = opts.tail_lines;
     // The history, in a blocking thread: with a tail only the last lines are kept,
     // otherwise batches go out as they are read.
-    let (f, rest, mut sink) = {
+    let history = {
         let tx = tx.clone();
+        let stop = shutdown.clone();
+        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || -> io::Result<_> {
             let mut f = Follower::new(path);
             let mut out = Vec::new();
             let mut tailed: VecDeque<LogEntry> = VecDeque::new();
-            let mut closed = false;
-            read_history(&mut f, &mut out, |out| {
+            let complete = read_history(&mut f, &mut out, |out| {
                 let kept = out.drain(..).filter(|e| sink.keep(e));
                 match tail {
                     Some(n) => {
@@ -449,16 +473,18 @@ async fn run(
                             }
                             tailed.push_back(e);
                         }
+                        true
                     }
                     None => {
                         let kept: Vec<LogEntry> = kept.collect();
                         let bytes = sink.render(&kept);
-                        if !bytes.is_empty() && !closed {
-                            closed = tx.blocking_send(Ok(Bytes::from(bytes))).is_err();
-                        }
+                        runtime.block_on(send(&tx, bytes, &stop)) && !sink.done()
                     }
                 }
             })?;
+            if !complete {
+                return Ok(None);
+            }
             if !follow {
                 f.parser.finish(&mut out);
                 if let Some(n) = tail {
@@ -477,12 +503,15 @@ async fn run(
                 let rest: Vec<LogEntry> = out.drain(..).filter(|e| sink.keep(e)).collect();
                 bytes.extend(sink.render(&rest));
             }
-            Ok((f, bytes, sink))
+            Ok(Some((f, bytes, sink)))
         })
         .await
         .map_err(io::Error::other)??
     };
-    if !rest.is_empty() && tx.send(Ok(Bytes::from(rest))).await.is_err() {
+    let Some((f, rest, mut sink)) = history else {
+        return Ok(());
+    };
+    if !send(&tx, rest, &shutdown).await {
         return Ok(());
     }
     if !follow || sink.done() {
@@ -514,7 +543,7 @@ async fn run(
         let (more, entries) = read?;
         let entries: Vec<LogEntry> = entries.into_iter().filter(|e| sink.keep(e)).collect();
         let bytes = sink.render(&entries);
-        if !bytes.is_empty() && tx.send(Ok(Bytes::from(bytes))).await.is_err() {
+        if !send(&tx, bytes, &shutdown).await {
             return Ok(());
         }
         if last || sink.done() {

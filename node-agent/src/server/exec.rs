@@ -248,8 +248,7 @@ impl Session {
                         Some(o) => o,
                         None => {
                             // The client went away or the agent stops: nobody to tell.
-                            drop(tx);
-                            let _ = writer.await;
+                            writer.abort();
                             return;
                         }
                     }
@@ -261,7 +260,22 @@ impl Session {
         msg.extend_from_slice(status.as_bytes());
         let _ = tx.send(Message::Binary(Bytes::from(msg))).await;
         drop(tx);
-        let _ = writer.await;
+        self.finish(writer).await;
+    }
+
+    /// Waits for the writer to send what is queued; a client too slow to take it does
+    /// not hold up the agent's shutdown for more than a second.
+    async fn finish(&self, mut writer: tokio::task::JoinHandle<()>) {
+        tokio::select! {
+            _ = &mut writer => return,
+            () = self.shutdown.cancelled() => {}
+        }
+        if tokio::time::timeout(Duration::from_secs(1), &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
     }
 
     /// Spawns the command with pipes or a pty as asked.
@@ -361,8 +375,20 @@ impl Session {
             }
         };
         let _ = exited_tx.send(true);
-        for p in pumps {
-            let _ = p.await;
+        // The rest of the output, unless the agent stops (a slow client must not hold
+        // up its shutdown).
+        let drain = async {
+            for p in &mut pumps {
+                let _ = p.await;
+            }
+        };
+        tokio::select! {
+            () = drain => {}
+            () = self.shutdown.cancelled() => {
+                for p in &pumps {
+                    p.abort();
+                }
+            }
         }
         Some(outcome)
     }

@@ -19,6 +19,7 @@ pub mod container_logs;
 pub mod exec;
 pub mod pty;
 
+use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -36,6 +37,8 @@ use crate::logs::reader::Exited;
 pub const MAX_LOG_STREAMS: usize = 256;
 /// Exec sessions at once; more get 503 (each is a process and a pty or pipes).
 pub const MAX_EXEC_SESSIONS: usize = 64;
+/// How long [`serve`] waits, after shutdown, for connections to finish.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the server needs to know about the pods on this node.
 pub trait PodLookup: Send + Sync + 'static {
@@ -203,7 +206,20 @@ pub async fn serve(
     let stop = shutdown.clone();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
+        .into_future();
+    // Log streams end on shutdown, but a client that stopped reading keeps its
+    // connection busy; it gets SHUTDOWN_GRACE, then is left to the process's exit.
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let served = tokio::select! {
+        r = served => r,
+        () = grace => {
+            tracing::warn!("node agent HTTP connections still open {SHUTDOWN_GRACE:?} after shutdown; not waiting for them");
+            Ok(())
+        }
+    };
     sessions.close();
     sessions.wait().await;
     served.map_err(|e| anyhow::anyhow!("the node agent's HTTP server failed: {e}"))
