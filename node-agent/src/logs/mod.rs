@@ -32,7 +32,7 @@ pub mod writer;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use reader::{follow, parse_line, read_all, LogEntry, LogOptions, Part};
+pub use reader::{log_stream, parse_line, read_all, LogEntry, LogOptions, Part};
 pub use writer::CriLogWriter;
 
 /// The longest part of a line written to a log file, as containerd writes them.

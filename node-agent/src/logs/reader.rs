@@ -417,7 +417,7 @@ pub type Exited = watch::Receiver<bool>;
 /// is dropped) and the file is drained; `None` means until the reader goes away. It
 /// always ends when `shutdown` is cancelled, when `limit_bytes` is reached, or when the
 /// consumer drops the stream.
-pub fn follow(
+pub fn log_stream(
     path: PathBuf,
     opts: LogOptions,
     exited: Option<Exited>,
@@ -642,7 +642,7 @@ not a log line
     }
 
     async fn collect(path: &Path, opts: LogOptions, exited: Option<Exited>) -> String {
-        let s = follow(path.to_path_buf(), opts, exited, CancellationToken::new());
+        let s = log_stream(path.to_path_buf(), opts, exited, CancellationToken::new());
         let chunks: Vec<Bytes> = s.map(|c| c.unwrap()).collect().await;
         String::from_utf8(chunks.concat()).unwrap()
     }
@@ -726,7 +726,7 @@ not a log line
             tail_lines: Some(1),
             ..Default::default()
         };
-        let mut s = Box::pin(follow(
+        let mut s = Box::pin(log_stream(
             path.clone(),
             opts,
             Some(rx),
@@ -781,7 +781,7 @@ not a log line
             follow: true,
             ..Default::default()
         };
-        let mut s = Box::pin(follow(path, opts, None, stop.clone()));
+        let mut s = Box::pin(log_stream(path, opts, None, stop.clone()));
         assert_eq!(&s.next().await.unwrap().unwrap()[..], b"line 1\n");
         stop.cancel();
         let end = tokio::time::timeout(Duration::from_secs(2), s.next()).await;
@@ -798,7 +798,7 @@ not a log line
             limit_bytes: Some(8),
             ..Default::default()
         };
-        let s = follow(path, opts, None, CancellationToken::new());
+        let s = log_stream(path, opts, None, CancellationToken::new());
         w.write(Stream::Stdout, b"abc\ndefgh\nij\n").unwrap();
         let got: Vec<Bytes> = tokio::time::timeout(
             Duration::from_secs(2),

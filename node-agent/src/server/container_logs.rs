@@ -111,7 +111,7 @@ pub async fn handle(
     let mut options = req.options;
     options.follow &= log.running;
     let exited = if log.running { log.exited } else { None };
-    let stream = logs::follow(log.path, options, exited, shared.shutdown.clone());
+    let stream = logs::log_stream(log.path, options, exited, shared.shutdown.clone());
     // The permit is released when the body (and so the stream) is dropped.
     let stream = futures::StreamExt::map(stream, move |chunk| {
         let _held = &permit;
