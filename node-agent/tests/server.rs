@@ -513,3 +513,37 @@ async fn shutdown_is_not_held_up_by_a_log_client_that_stopped_reading() {
     assert!(started.elapsed() < Duration::from_secs(8));
     drop(tcp);
 }
+
+#[tokio::test]
+async fn a_command_ignoring_hangup_and_term_is_killed_after_the_grace() {
+    let agent = start().await;
+    let mut ws = exec(
+        &agent,
+        &q(
+            &[
+                "sh",
+                "-c",
+                "trap '' HUP TERM; echo $$; while :; do sleep 0.1; done",
+            ],
+            "stdout=true",
+        ),
+    )
+    .await
+    .unwrap();
+    let pid: i32 = loop {
+        if let Message::Binary(d) = ws.next().await.unwrap().unwrap() {
+            if d[0] == 1 {
+                break std::str::from_utf8(&d[1..])
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+            }
+        }
+    };
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(alive(pid), "SIGHUP and SIGTERM are ignored");
+    wait_dead(pid).await;
+    agent.stop().await;
+}

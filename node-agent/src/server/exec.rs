@@ -14,7 +14,8 @@
 //! ```
 //!
 //! A session ends when the command has exited and its output is read, or when the
-//! client goes away or the agent shuts down: then the command is killed.
+//! client goes away or the agent shuts down: then the command is stopped (SIGHUP and
+//! SIGTERM, SIGKILL after [`STOP_GRACE`]).
 
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -51,6 +52,10 @@ pub mod channel {
 /// Once the command has exited, output still arriving is forwarded; a stream silent
 /// for this long is given up (a background process may hold it open forever).
 pub const DRAIN_IDLE: Duration = Duration::from_secs(2);
+
+/// How long a command whose client went away gets to exit on SIGHUP and SIGTERM
+/// before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Output is read and sent in pieces of at most this many bytes.
 const CHUNK: usize = 32 * 1024;
@@ -363,8 +368,7 @@ impl Session {
         let outcome = match status {
             Ok(s) => Outcome::of(s),
             Err(e) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                stop(&mut child).await;
                 for p in pumps {
                     p.abort();
                 }
@@ -391,6 +395,29 @@ impl Session {
             }
         }
         Some(outcome)
+    }
+}
+
+/// Ends a command nobody listens to any more. `runc exec` passes the signals it can
+/// catch on to the process in the container, but SIGKILL would only kill runc and leave
+/// that process behind; so first a hangup and a SIGTERM (what closing a terminal
+/// sends), and SIGKILL only after [`STOP_GRACE`].
+async fn stop(child: &mut Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        for sig in [
+            nix::sys::signal::Signal::SIGHUP,
+            nix::sys::signal::Signal::SIGTERM,
+        ] {
+            let _ = nix::sys::signal::kill(pid, sig);
+        }
+    }
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
     }
 }
 
