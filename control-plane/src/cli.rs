@@ -58,7 +58,11 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ImageCmd {
     /// The agent's state directory (the store is its `images/`).
-    #[arg(long, env = "SKIFF_AGENT_ROOT_DIR", default_value = "/var/lib/skiff/agent")]
+    #[arg(
+        long,
+        env = "SKIFF_AGENT_ROOT_DIR",
+        default_value = "/var/lib/skiff/agent"
+    )]
     pub root_dir: PathBuf,
     #[command(subcommand)]
     pub action: skiff_node_agent::image::ImageCmd,

@@ -91,6 +91,9 @@ pub struct AgentArgs {
     /// Rotated log files kept per container.
     #[arg(long, env = "SKIFF_AGENT_CONTAINER_LOG_MAX_FILES", default_value_t = 5)]
     pub container_log_max_files: usize,
+    /// Do not run the service proxy (Services as nftables rules) on this node.
+    #[arg(long, env = "SKIFF_AGENT_DISABLE_PROXY")]
+    pub disable_proxy: bool,
     /// Remove everything this agent made on the machine — containers (and their
     /// shims), pod network namespaces, rootfs mounts, the bridge, its nftables tables —
     /// then exit. Images stay.
@@ -266,8 +269,8 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<()> {
     tracing::info!(node = %name, %ip, %pod_cidr, "registered");
     std::fs::create_dir_all(&args.root_dir)
         .with_context(|| format!("creating {}", args.root_dir.display()))?;
-    let images =
-        ImageStore::open(&crate::image::store_dir(&args.root_dir)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let images = ImageStore::open(&crate::image::store_dir(&args.root_dir))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let rt = Arc::new(RealRuntime {
         runc,
@@ -286,16 +289,38 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<()> {
         max_log_files: args.container_log_max_files,
         exits: exits_tx,
     });
+    let log_root = args
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| args.root_dir.join("logs"));
+    let directory = Arc::new(crate::pods::directory::Directory::new(
+        log_root.clone(),
+        Some(rt.runc.clone()),
+    ));
     let shared = Arc::new(Shared {
         rt,
         client: client.clone(),
         node_name: name.clone(),
         node_ip: ip,
-        log_root: args
-            .log_dir
-            .clone()
-            .unwrap_or_else(|| args.root_dir.join("logs")),
+        log_root,
         events: skiff_controllers::events::Recorder::new(client.clone(), "kubelet", &name),
+        directory: directory.clone(),
+    });
+    let listen = std::net::SocketAddr::from((ip, args.port));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen} (--port) for logs and exec"))?;
+    let server = tokio::spawn(crate::server::serve(listener, directory, shutdown.clone()));
+    let proxy = (!args.disable_proxy).then(|| {
+        tokio::spawn(crate::proxy::run(
+            client.clone(),
+            crate::proxy::ProxyConfig {
+                node_name: name.clone(),
+                node_ips: vec![ip],
+                ..Default::default()
+            },
+            shutdown.clone(),
+        ))
     });
     let heartbeat = tokio::spawn(node::heartbeat(client.clone(), cfg, shutdown.clone()));
     let network = tokio::spawn(crate::net::run(
@@ -307,8 +332,13 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<()> {
     ));
     let result = pods::run(shared, exits_rx, shutdown.clone()).await;
     heartbeat.abort();
-    // The network task removes its table on shutdown; give it the moment it needs.
+    // The network task and the proxy remove their tables on shutdown; give them the
+    // moment they need.
     let _ = tokio::time::timeout(Duration::from_secs(5), network).await;
+    if let Some(p) = proxy {
+        let _ = tokio::time::timeout(Duration::from_secs(5), p).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(6), server).await;
     result
 }
 
@@ -351,6 +381,10 @@ async fn run_simulated(
                     node_name: cfg.name.clone(),
                     node_ip: cfg.ip,
                     log_root: PathBuf::from("/nonexistent"),
+                    directory: Arc::new(crate::pods::directory::Directory::new(
+                        PathBuf::from("/nonexistent"),
+                        None,
+                    )),
                     events: skiff_controllers::events::Recorder::new(
                         client.clone(),
                         "kubelet",

@@ -66,6 +66,7 @@ fn sub_entry(r: &ResourceInfo, sub: &str) -> Value {
         ),
         "binding" => ("Binding", &["create"], None, None),
         "log" => ("Pod", &["get"], None, None),
+        "exec" => ("PodExecOptions", &["create", "get"], None, None),
         _ => (r.kind, &["get"], None, None),
     };
     let mut e = json!({
@@ -139,6 +140,7 @@ mod tests {
         assert!(
             names.contains(&"pods")
                 && names.contains(&"pods/log")
+                && names.contains(&"pods/exec")
                 && names.contains(&"pods/binding")
         );
         let apps = resource_list("apps", "v1").unwrap();

@@ -13,10 +13,12 @@
 //! - [`validation`]: defaulting and validation per resource.
 //! - [`selector`]: label and field selectors.
 //! - [`table`]: `meta.k8s.io/v1 Table` rows for `kubectl get`.
+//! - [`logs`], [`exec`]: `pods/log` and `pods/exec`, relayed to the node agent.
 
 pub mod cache;
 pub mod discovery;
 pub mod error;
+pub mod exec;
 pub mod fence;
 pub mod grpc;
 pub mod logs;

@@ -14,7 +14,7 @@ pub struct ResourceInfo {
     pub namespaced: bool,
     pub short_names: &'static [&'static str],
     pub categories: &'static [&'static str],
-    /// Subresources served (`status`, `scale`, `binding`, `log`).
+    /// Subresources served (`status`, `scale`, `binding`, `log`, `exec`).
     pub subresources: &'static [&'static str],
 }
 
@@ -83,7 +83,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         namespaced: true,
         short_names: &["po"],
         categories: ALL,
-        subresources: &["status", "binding", "log"],
+        subresources: &["status", "binding", "log", "exec"],
     },
     ResourceInfo {
         group: "",

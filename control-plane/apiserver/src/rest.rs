@@ -335,6 +335,26 @@ pub async fn serve_resource(State(app): State<Arc<App>>, req: Request) -> Respon
     let headers = req.headers().clone();
     let target = parse_target(&path);
     let (verb, resource) = describe(&method, &target, &query);
+    // An exec upgrades the connection: it needs the request itself, not its body.
+    if let Some(Target::Object {
+        res,
+        ns,
+        name,
+        sub: Some(sub),
+        ..
+    }) = &target
+    {
+        if res.plural == "pods" && res.group.is_empty() && sub == "exec" {
+            let (ns, name) = (ns.clone(), name.clone());
+            let resp = match crate::exec::pod_exec(&app, &ns, &name, req).await {
+                Ok(r) => r,
+                Err(e) => error_response(&e),
+            };
+            app.metrics
+                .observe_request(verb, &resource, resp.status().as_u16(), start.elapsed());
+            return resp;
+        }
+    }
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {

@@ -2,6 +2,7 @@
 //! [`worker::Worker`] task per pod uid, adoption of what the runtime already runs, and
 //! cleanup of pods deleted while the agent was down.
 
+pub mod directory;
 pub mod probe;
 pub mod status;
 pub mod volumes;

@@ -33,6 +33,8 @@ pub struct Shared<R> {
     pub log_root: PathBuf,
     /// Events (Pulled, Started, Killing, BackOff, Unhealthy, Failed).
     pub events: skiff_controllers::events::Recorder,
+    /// Where the agent's HTTP endpoint finds containers.
+    pub directory: Arc<super::directory::Directory>,
 }
 
 /// Kubernetes's container restart back-off: 10 s doubling to 5 min.
@@ -309,6 +311,25 @@ impl<R: Runtime> Worker<R> {
             }
         }
         self.write_status_with(initialized, init_failed).await;
+        self.publish();
+    }
+
+    /// Tells the directory (logs, exec) about the containers' attempts.
+    fn publish(&self) {
+        let published = self
+            .slots
+            .iter()
+            .map(|s| super::directory::Published {
+                name: s.spec.name.clone(),
+                current: s
+                    .view
+                    .current
+                    .as_ref()
+                    .map(|a| (a.id.clone(), a.attempt, a.exited.is_none())),
+                previous: s.view.previous.as_ref().map(|a| a.attempt),
+            })
+            .collect();
+        self.sh.directory.publish(&self.pref, published);
     }
 
     /// Reads the runtime's state of every current attempt.
@@ -628,6 +649,7 @@ impl<R: Runtime> Worker<R> {
 
     /// Removes the sandbox, containers and logs.
     async fn teardown(&mut self) {
+        self.sh.directory.remove(&self.pref);
         if let Err(e) = self.sh.rt.teardown_sandbox(&self.pref).await {
             tracing::warn!(pod = %self.pref.name, error = %format!("{e:#}"), "tearing down the pod sandbox");
         }
