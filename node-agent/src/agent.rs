@@ -261,7 +261,7 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<()> {
         lease_duration: Duration::from_secs(40),
         renew_interval: Duration::from_secs(10),
     };
-    node::register(&client, &cfg).await?;
+    node::register_until_done(&client, &cfg, &shutdown).await?;
     let pod_cidr = match &args.pod_cidr {
         Some(c) => c.clone(),
         None => node::wait_pod_cidr(&client, &name, Duration::from_secs(60)).await?,
@@ -317,6 +317,7 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<()> {
             crate::proxy::ProxyConfig {
                 node_name: name.clone(),
                 node_ips: vec![ip],
+                table: crate::net::table_name("skiff_proxy", &args.bridge),
                 ..Default::default()
             },
             shutdown.clone(),
@@ -367,7 +368,7 @@ async fn run_simulated(
         let pod_cidr = args.pod_cidr.clone();
         tasks.push(tokio::spawn(async move {
             let run = async {
-                node::register(&client, &cfg).await?;
+                node::register_until_done(&client, &cfg, &shutdown).await?;
                 let cidr = match pod_cidr {
                     Some(c) => c,
                     None => {
@@ -465,9 +466,10 @@ pub async fn reset(args: &AgentArgs) -> Result<()> {
         .args(["link", "del", &args.bridge])
         .output()
         .await;
-    for table in [crate::net::TABLE, "skiff_proxy"] {
+    for base in [crate::net::TABLE, "skiff_proxy"] {
+        let table = crate::net::table_name(base, &args.bridge);
         let _ = tokio::process::Command::new("nft")
-            .args(["delete", "table", "ip", table])
+            .args(["delete", "table", "ip", &table])
             .output()
             .await;
     }

@@ -15,8 +15,19 @@ use kube::{Api, Client};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-/// The agent's nftables table.
+/// The agent's nftables table (for the default bridge; see [`table_name`]).
 pub const TABLE: &str = "skiff_node";
+
+/// The name of a table of the agent whose pod bridge is `bridge`: `<base>` for the
+/// default `skiff0`, `<base>_<bridge>` otherwise — so agents sharing one machine (tests)
+/// keep apart.
+pub fn table_name(base: &str, bridge: &str) -> String {
+    if bridge == "skiff0" {
+        base.to_owned()
+    } else {
+        format!("{base}_{bridge}")
+    }
+}
 
 /// Other nodes' podCIDRs and addresses, from the Node list.
 pub fn peers(nodes: &[Node], me: &str) -> BTreeMap<String, Ipv4Addr> {
@@ -47,12 +58,13 @@ pub fn peers(nodes: &[Node], me: &str) -> BTreeMap<String, Ipv4Addr> {
 
 /// The nft script of the table: masquerade what pods send outside all podCIDRs.
 pub fn ruleset(my_cidr: &str, bridge: &str, all_cidrs: &[String]) -> String {
+    let table = table_name(TABLE, bridge);
     let mut dests: Vec<&str> = all_cidrs.iter().map(String::as_str).collect();
     if !dests.contains(&my_cidr) {
         dests.push(my_cidr);
     }
     format!(
-        "table ip {TABLE} {{}}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {my_cidr} oifname != \"{bridge}\" ip daddr != {{ {} }} masquerade\n  }}\n}}\n",
+        "table ip {table} {{}}\ndelete table ip {table}\ntable ip {table} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {my_cidr} oifname != \"{bridge}\" ip daddr != {{ {} }} masquerade\n  }}\n}}\n",
         dests.join(", ")
     )
 }
@@ -148,7 +160,8 @@ pub async fn run(
             }
         }
     }
-    let _ = nft(&format!("table ip {TABLE} {{}}\ndelete table ip {TABLE}\n")).await;
+    let table = table_name(TABLE, &bridge);
+    let _ = nft(&format!("table ip {table} {{}}\ndelete table ip {table}\n")).await;
     Ok(())
 }
 

@@ -167,6 +167,34 @@ pub async fn register(client: &Client, cfg: &NodeConfig) -> Result<Node> {
     .with_context(|| format!("posting the status of node {}", cfg.name))
 }
 
+/// [`register`], retried every second (the API server may not be up yet, or a write may
+/// race the control plane's) until it succeeds or `shutdown`.
+///
+/// # Errors
+/// Only when shut down first.
+pub async fn register_until_done(
+    client: &Client,
+    cfg: &NodeConfig,
+    shutdown: &CancellationToken,
+) -> Result<Node> {
+    let mut logged = false;
+    loop {
+        match register(client, cfg).await {
+            Ok(n) => return Ok(n),
+            Err(e) => {
+                if !logged {
+                    tracing::warn!(node = %cfg.name, error = %format!("{e:#}"), "registering the node; retrying");
+                    logged = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => anyhow::bail!("shut down before the node {} was registered", cfg.name),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 /// Waits for the control plane to give the node a podCIDR (node IPAM).
 ///
 /// # Errors

@@ -16,7 +16,7 @@ use crate::binaries::skiff_binary;
 use crate::server::{Server, WITH_AGENT};
 
 /// The image every agent test runs (built offline from Debian's busybox-static).
-pub const BUSYBOX: &str = "skiff.local/busybox:latest";
+pub const BUSYBOX: &str = "skiff.local/busybox:1.35";
 
 /// Why real pods cannot run here, if they cannot (the tests then skip, saying so).
 pub fn cannot_run() -> Option<String> {
@@ -189,6 +189,11 @@ impl AgentServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The separate agent's pid while it runs.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(std::process::Child::id)
     }
 
     /// The separate agent's log.

@@ -289,8 +289,9 @@ impl Kubectl {
     /// Runs `kubectl args…` with `stdin` fed to it.
     pub async fn run_stdin(&self, args: &[&str], stdin: Option<&str>) -> Result<KubectlOutput> {
         let mut cmd = tokio::process::Command::new("kubectl");
-        cmd.args(args)
-            .arg(format!("--cache-dir={}", self.cache_dir.display()))
+        // Before the arguments: after a `--` it would go to the command (kubectl exec).
+        cmd.arg(format!("--cache-dir={}", self.cache_dir.display()))
+            .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .stdin(if stdin.is_some() {
                 Stdio::piped()
@@ -337,8 +338,8 @@ impl Kubectl {
     /// Spawns a long-running kubectl (e.g. `get -w`) whose stdout the caller reads.
     pub fn spawn(&self, args: &[&str]) -> Result<tokio::process::Child> {
         tokio::process::Command::new("kubectl")
-            .args(args)
             .arg(format!("--cache-dir={}", self.cache_dir.display()))
+            .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -410,3 +410,128 @@ async fn a_restarted_agent_adopts_its_pods_and_cleans_up_what_was_deleted_meanwh
     }
     Ok(())
 }
+
+/// One HTTP GET over a fresh connection from this (the node's) network namespace.
+async fn http_get(addr: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await??;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: svc\r\n\r\n").await?;
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out)).await??;
+    Ok(out
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_reach_every_backend_from_the_node_and_from_a_pod_and_exec_works() -> Result<()> {
+    require_node!();
+    let dir = tempfile::tempdir()?;
+    let node = AgentServer::start(dir.path(), 64).await?;
+    let kubectl = node.server.kubectl();
+    let manifest = json!([
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "echo"},
+         "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "echo"}},
+          "template": {"metadata": {"labels": {"app": "echo"}},
+           "spec": {"containers": [{"name": "httpd", "image": BUSYBOX, "command": ["sh", "-c",
+             "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"],
+             "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo"},
+         "spec": {"selector": {"app": "echo"}, "ports": [{"port": 80, "targetPort": 8080}]}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client"},
+         "spec": {"containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"]}]}},
+    ]);
+    for doc in manifest.as_array().unwrap() {
+        let r = kubectl
+            .run_stdin(&["apply", "-f", "-"], Some(&doc.to_string()))
+            .await?;
+        ensure!(r.success(), "kubectl apply: {r:?}");
+    }
+    kubectl
+        .ok(&["rollout", "status", "deployment/echo", "--timeout=60s"])
+        .await?;
+    node.wait_pod(
+        "default",
+        "client",
+        Duration::from_secs(30),
+        "Running",
+        |p| phase(p) == "Running",
+    )
+    .await?;
+    let ip = kubectl
+        .ok(&["get", "service", "echo", "-o", "jsonpath={.spec.clusterIP}"])
+        .await?;
+    let backends: std::collections::BTreeSet<String> = kubectl
+        .ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=echo",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .await?
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    ensure!(backends.len() == 3, "three backends: {backends:?}");
+
+    // From the node: every backend answers through the ClusterIP.
+    let mut seen = std::collections::BTreeSet::new();
+    let t = Instant::now();
+    while seen != backends && t.elapsed() < Duration::from_secs(30) {
+        match http_get(&format!("{ip}:80")).await {
+            Ok(body) => {
+                seen.insert(body);
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    ensure!(
+        seen == backends,
+        "from the node, every backend answered: {seen:?} of {backends:?}"
+    );
+
+    // From a pod, through kubectl exec (which itself goes API server → agent → runc).
+    let mut seen = std::collections::BTreeSet::new();
+    let script = format!("for i in $(seq 1 40); do timeout 2 wget -q -O- http://{ip}/; done");
+    for _ in 0..3 {
+        let out = kubectl
+            .ok(&["exec", "client", "--", "sh", "-c", &script])
+            .await
+            .unwrap_or_default();
+        seen.extend(
+            out.lines()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty()),
+        );
+        if seen == backends {
+            break;
+        }
+    }
+    ensure!(
+        seen == backends,
+        "from a pod, every backend answered: {seen:?} of {backends:?}"
+    );
+
+    // kubectl exec: output, and the command's exit code.
+    let out = kubectl
+        .ok(&["exec", "client", "--", "cat", "/etc/hostname"])
+        .await?;
+    ensure!(
+        out.trim() == "client",
+        "exec runs in the container: {out:?}"
+    );
+    let r = kubectl
+        .run(&["exec", "client", "--", "sh", "-c", "exit 3"])
+        .await?;
+    ensure!(
+        r.code == Some(3),
+        "kubectl exec exits with the command's code: {r:?}"
+    );
+    Ok(())
+}

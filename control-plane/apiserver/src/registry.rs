@@ -1067,7 +1067,18 @@ impl Registry {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            let precondition = objects::parse_rv(&given_rv)?;
+            // Only a resourceVersion the patch itself sets is a precondition: the one the
+            // patched object carries over from the stored object is not, so a patch
+            // without one retries when it loses a race (as Kubernetes's does).
+            let carried = view
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let precondition = if given_rv == carried {
+                None
+            } else {
+                objects::parse_rv(&given_rv)?
+            };
             if precondition.is_some_and(|rv| rv != kv.mod_revision) {
                 return Err(ApiError::conflict(
                     res.group,

@@ -416,8 +416,8 @@ pub async fn prepare_volumes(
     Ok(out)
 }
 
-/// The pod's /etc/hosts (localhost, and the pod's own name on its IP) and a copy of the
-/// node's resolv.conf, written into `pod_dir`.
+/// The pod's /etc/hosts (localhost, and the pod's own name on its IP), /etc/hostname and
+/// a copy of the node's resolv.conf, written into `pod_dir`.
 ///
 /// # Errors
 /// On I/O errors.
@@ -426,6 +426,11 @@ pub fn write_etc(pod_dir: &Path, hostname: &str, ip: Ipv4Addr) -> std::io::Resul
         "# Kubernetes-managed hosts file (skiff).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"
     );
     write_file(&pod_dir.join("etc-hosts"), hosts.as_bytes(), Some(0o644))?;
+    write_file(
+        &pod_dir.join("hostname"),
+        format!("{hostname}\n").as_bytes(),
+        Some(0o644),
+    )?;
     let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
     write_file(&pod_dir.join("resolv.conf"), &resolv, Some(0o644))
 }
@@ -468,6 +473,7 @@ pub fn mounts(
     }
     for (file, dest) in [
         ("etc-hosts", "/etc/hosts"),
+        ("hostname", "/etc/hostname"),
         ("resolv.conf", "/etc/resolv.conf"),
     ] {
         if !out.iter().any(|m| m.destination == dest) && pod_dir.join(file).exists() {

@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod keys;
+pub mod pods;
 pub mod report;
 pub mod runner;
 pub mod schedule;

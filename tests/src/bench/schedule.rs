@@ -158,7 +158,7 @@ async fn create_namespace(client: &Client, ns: &str) -> Result<()> {
 /// Feeds every pod ADDED or MODIFIED in `pods` from `rv` on to `on_pod` until it returns
 /// true (done), re-opening the watch when the server ends it; fails at `deadline` with
 /// `what_left()` saying how far it got.
-async fn watch_pods_until(
+pub async fn watch_pods_until(
     pods: &Api<Pod>,
     mut rv: String,
     deadline: Instant,
@@ -196,7 +196,7 @@ async fn watch_pods_until(
 }
 
 /// The revision a watch of `pods` starts after: that of a one-item list.
-async fn list_revision(pods: &Api<Pod>) -> Result<String> {
+pub async fn list_revision(pods: &Api<Pod>) -> Result<String> {
     Ok(pods
         .list_metadata(&ListParams::default().limit(1))
         .await?

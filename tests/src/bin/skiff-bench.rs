@@ -6,7 +6,7 @@
 //! `skiff_tests::bench`.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -78,6 +78,54 @@ enum Command {
     ///    times until every pod exists and every pod is bound (goal < 10 s).
     #[command(verbatim_doc_comment)]
     Schedule(ScheduleArgs),
+    /// Measure the node agent (needs root, runc, the CNI plugins, busybox-static)
+    ///
+    /// 1. startup: `skiff server` and a separate `skiff agent` with real runc pods;
+    ///    --pods busybox pods created (--concurrency in flight), each timed from its
+    ///    create request to the watch showing it Running (p50/p90/p99/max; goal p99 < 1 s,
+    ///    the Kubernetes SLO is 5 s); the agent's and its shims' RSS with all running;
+    ///    the time to delete them all.
+    /// 2. density: `skiff server` and `skiff agent --simulate --nodes`; one Deployment of
+    ///    nodes × --pods-per-node replicas, timed until every pod is Running; the
+    ///    simulating agent's and the server's RSS.
+    #[command(verbatim_doc_comment)]
+    Pods(PodsArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum PodsPhase {
+    Startup,
+    Density,
+}
+
+#[derive(Args, Debug)]
+struct PodsArgs {
+    /// The skiff binary.
+    #[arg(long, env = "SKIFF_BIN")]
+    skiff_bin: Option<PathBuf>,
+    /// Phases to run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "startup,density"
+    )]
+    phases: Vec<PodsPhase>,
+    /// Startup: pods on the one real node.
+    #[arg(long, default_value_t = 100)]
+    pods: usize,
+    /// Startup: create requests in flight.
+    #[arg(long, default_value_t = 10)]
+    concurrency: usize,
+    /// Density: simulated nodes.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Density: pods per simulated node.
+    #[arg(long, default_value_t = 30)]
+    pods_per_node: usize,
+    /// Seconds before a phase gives up.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -364,6 +412,7 @@ fn main() -> Result<()> {
     let bin = match &cli.command {
         Command::Api(ApiArgs { skiff_bin, .. }) => skiff_bin.as_ref(),
         Command::Schedule(ScheduleArgs { skiff_bin, .. }) => skiff_bin.as_ref(),
+        Command::Pods(PodsArgs { skiff_bin, .. }) => skiff_bin.as_ref(),
         _ => None,
     };
     if let Some(bin) = bin {
@@ -398,6 +447,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Compare(args) => compare(args).await,
         Command::Api(args) => api(args).await,
         Command::Schedule(args) => schedule(args).await,
+        Command::Pods(args) => pods(args).await,
     }
 }
 
@@ -412,6 +462,113 @@ async fn api_server_alone(dir: &std::path::Path) -> Result<Server> {
     )
     .await
     .context("starting skiff server")
+}
+
+/// `skiff-bench pods`: each phase on a fresh server.
+async fn pods(args: PodsArgs) -> Result<()> {
+    use skiff_tests::bench::pods::{run_density, run_startup};
+    let _ = raise_nofile(65536);
+    let timeout = Duration::from_secs(args.timeout);
+    let mut failed = false;
+    if args.phases.contains(&PodsPhase::Startup) {
+        if let Some(why) = skiff_tests::node::cannot_run() {
+            bail!("startup needs a real node: {why}");
+        }
+        let dir = tempfile::tempdir()?;
+        let node = skiff_tests::node::AgentServer::start_split(dir.path(), 63).await?;
+        let client = node.server.kube_client().await?;
+        match run_startup(
+            &client,
+            skiff_tests::node::BUSYBOX,
+            args.pods,
+            args.concurrency,
+            timeout,
+            node.agent_pid(),
+            &node.root.join("runc"),
+        )
+        .await
+        {
+            Ok(r) => {
+                println!(
+                    "### Pod startup on one node ({} pods)\n\n{}",
+                    r.pods,
+                    r.table()
+                );
+                let verdict = if r.latency.p99_ms < 1000.0 {
+                    "meets"
+                } else {
+                    "misses"
+                };
+                println!(
+                    "p99 {:.0} ms {verdict} the goal of < 1 s (SLO 5 s).\n",
+                    r.latency.p99_ms
+                );
+            }
+            Err(e) => {
+                eprintln!(
+                    "[pods] startup: {e:#}\n{}",
+                    node.agent_log()
+                        .lines()
+                        .rev()
+                        .take(20)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+                failed = true;
+            }
+        }
+    }
+    if args.phases.contains(&PodsPhase::Density) {
+        let dir = tempfile::tempdir()?;
+        // A /8 so that every simulated node gets a /24.
+        let server = Server::start(dir.path(), &["--cluster-cidr=10.0.0.0/8".to_string()])
+            .await
+            .context("starting skiff server")?;
+        let started = Instant::now();
+        let log = std::fs::File::create(dir.path().join("sim-agent.log"))?;
+        let mut agent = std::process::Command::new(skiff_binary()?)
+            .args([
+                "agent",
+                "--server",
+                &server.url(),
+                "--node-name",
+                "sim",
+                "--simulate",
+                &args.nodes.to_string(),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let client = server.kube_client().await?;
+        let r = run_density(
+            &client,
+            args.nodes,
+            args.pods_per_node,
+            timeout,
+            started,
+            (agent.id(), server.pid().unwrap_or(0)),
+        )
+        .await;
+        let _ = agent.kill();
+        let _ = agent.wait();
+        match r {
+            Ok(r) => println!(
+                "### Density: {} simulated nodes × {} pods\n\n{}",
+                r.nodes,
+                args.pods_per_node,
+                r.table()
+            ),
+            Err(e) => {
+                eprintln!("[pods] density: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        bail!("a phase failed");
+    }
+    Ok(())
 }
 
 /// `skiff-bench schedule`: each phase on a fresh `skiff server`.
