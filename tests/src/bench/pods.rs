@@ -87,8 +87,7 @@ pub fn shim_pids(runc_root: &std::path::Path) -> Vec<u32> {
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                 let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-                args.get(1) == Some(&b"shim".as_slice())
-                    && args.iter().any(|a| *a == needle.as_bytes())
+                args.get(1) == Some(&b"shim".as_slice()) && args.contains(&needle.as_bytes())
             })
         })
         .collect()
