@@ -57,6 +57,8 @@ pub struct Worker<R: Runtime> {
     ip: Option<Ipv4Addr>,
     slots: Vec<Slot>,
     probes: Probes,
+    /// Adopted attempts to remove at the first sync.
+    stale: Vec<String>,
     start_time: Option<Time>,
     last_written: Option<serde_json::Value>,
     sandbox_error: Option<String>,
@@ -114,6 +116,7 @@ impl<R: Runtime> Worker<R> {
     ) -> Self {
         let pref = pod_ref(&pod);
         let spec = pod.spec.clone().unwrap_or_default();
+        let mut stale: Vec<String> = Vec::new();
         let mut slots: Vec<Slot> = spec
             .init_containers
             .iter()
@@ -151,7 +154,22 @@ impl<R: Runtime> Worker<R> {
             if mine.len() > 1 {
                 slot.view.previous = mine.get(mine.len() - 2).map(|r| to_attempt(r));
             }
+            // Attempts before those two (an agent killed between a restart and the
+            // removal of the oldest) leave at the first sync.
+            stale.extend(mine.iter().rev().skip(2).map(|r| r.id.clone()));
         }
+        // Records of containers the spec no longer has (cannot happen for a pod, whose
+        // containers are immutable, but a record is only a file) go too.
+        stale.extend(
+            records
+                .iter()
+                .filter(|r| {
+                    !slots
+                        .iter()
+                        .any(|s| s.spec.name == r.container && s.init == r.init)
+                })
+                .map(|r| r.id.clone()),
+        );
         let start_time = pod.status.as_ref().and_then(|s| s.start_time.clone());
         Worker {
             sh,
@@ -160,6 +178,7 @@ impl<R: Runtime> Worker<R> {
             ip: None,
             slots,
             probes: Probes::new(wake),
+            stale,
             start_time,
             last_written: None,
             sandbox_error: None,
@@ -173,6 +192,15 @@ impl<R: Runtime> Worker<R> {
         mut pods: watch::Receiver<Option<Arc<Pod>>>,
         mut wake: mpsc::UnboundedReceiver<()>,
     ) {
+        for id in std::mem::take(&mut self.stale) {
+            self.sh
+                .rt
+                .stop(&self.pref, &id, Duration::from_secs(2))
+                .await;
+            if let Err(e) = self.sh.rt.remove(&self.pref, &id).await {
+                tracing::warn!(container = %id, error = %format!("{e:#}"), "removing an old attempt");
+            }
+        }
         loop {
             let latest = pods.borrow_and_update().clone();
             match latest {

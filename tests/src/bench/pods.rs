@@ -2,7 +2,8 @@
 //! many simulated nodes and pods the control plane carries.
 //!
 //! *Startup*: a `skiff server` and a separate `skiff agent` (real runc pods, CNI);
-//! `pods` busybox pods are created (`concurrency` requests in flight) and each one's
+//! `pods` busybox pods are created (`concurrency` requests in flight, at `rate` pods/s or
+//! as fast as that allows) and each one's
 //! latency runs from its create request being sent to the watch showing it Running with
 //! every container running — the Kubernetes pod-startup SLI, minus image pulls (the image
 //! is local). Then the agent's RSS and the sum of its shims' RSS with all pods running,
@@ -49,8 +50,8 @@ pub struct StartupReport {
     pub all_running_s: f64,
     /// The agent's RSS with every pod running, KiB.
     pub agent_rss_kib: u64,
-    /// Its shims' RSS together, KiB.
-    pub shims_rss_kib: u64,
+    /// Its shims' proportional set size together, KiB.
+    pub shims_pss_kib: u64,
     /// Shim processes counted.
     pub shims: usize,
     /// Delete all → all gone from the API.
@@ -61,7 +62,7 @@ impl StartupReport {
     /// A markdown table.
     pub fn table(&self) -> String {
         format!(
-            "| pods | p50 | p90 | p99 | max | all Running | agent RSS | shims RSS (n) | delete all |\n|---|---|---|---|---|---|---|---|---|\n| {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.1} s | {:.1} MiB | {:.1} MiB ({}) | {:.1} s |\n",
+            "| pods | p50 | p90 | p99 | max | all Running | agent RSS | shims PSS (n) | delete all |\n|---|---|---|---|---|---|---|---|---|\n| {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.1} s | {:.1} MiB | {:.1} MiB ({}) | {:.1} s |\n",
             self.pods,
             self.latency.p50_ms,
             self.latency.p90_ms,
@@ -69,11 +70,21 @@ impl StartupReport {
             self.latency.max_ms,
             self.all_running_s,
             self.agent_rss_kib as f64 / 1024.0,
-            self.shims_rss_kib as f64 / 1024.0,
+            self.shims_pss_kib as f64 / 1024.0,
             self.shims,
             self.delete_s,
         )
     }
+}
+
+/// Proportional set size of a process in KiB (`Pss` of `/proc/<pid>/smaps_rollup`):
+/// shared pages (the binary's text) are divided among the processes sharing them, so a
+/// sum over many processes is honest where one of RSS is not.
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Pids of the shims whose runc root is `runc_root`.
@@ -93,19 +104,38 @@ pub fn shim_pids(runc_root: &std::path::Path) -> Vec<u32> {
         .collect()
 }
 
-/// Creates `n` pods and measures their startup on the node behind `client`.
+/// How to load the node in the startup phase.
+#[derive(Clone, Debug)]
+pub struct StartupParams {
+    /// The image the pods run.
+    pub image: String,
+    /// Pods to start.
+    pub pods: usize,
+    /// Create requests in flight.
+    pub concurrency: usize,
+    /// Pods created per second (0: as fast as `concurrency` allows).
+    pub rate: f64,
+    /// Give up after this long.
+    pub timeout: Duration,
+}
+
+/// Creates the pods and measures their startup on the node behind `client`.
 ///
 /// # Errors
-/// If the pods do not all run within `timeout`.
+/// If the pods do not all run within the timeout.
 pub async fn run_startup(
     client: &Client,
-    image: &str,
-    n: usize,
-    concurrency: usize,
-    timeout: Duration,
+    params: &StartupParams,
     agent_pid: Option<u32>,
     runc_root: &std::path::Path,
 ) -> Result<StartupReport> {
+    let StartupParams {
+        image,
+        pods: n,
+        concurrency,
+        rate,
+        timeout,
+    } = params.clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let rv = list_revision(&pods).await?;
     let start = Instant::now();
@@ -113,7 +143,6 @@ pub async fn run_startup(
     let creator = {
         let pods = pods.clone();
         let sent = sent.clone();
-        let image = image.to_owned();
         tokio::spawn(async move {
             stream::iter(0..n)
                 .map(|i| {
@@ -129,6 +158,10 @@ pub async fn run_startup(
                     }))
                     .expect("a pod");
                     async move {
+                        // Paced: pod i goes out at i / rate seconds.
+                        if rate > 0.0 {
+                            tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate)).into()).await;
+                        }
                         sent.lock().insert(name, Instant::now());
                         pods.create(&PostParams::default(), &p).await.map(|_| ())
                     }
@@ -171,10 +204,7 @@ pub async fn run_startup(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let agent_rss_kib = agent_pid.map_or(Ok(0), crate::cluster::rss_kib_of)?;
     let shims = shim_pids(runc_root);
-    let shims_rss_kib = shims
-        .iter()
-        .filter_map(|p| crate::cluster::rss_kib_of(*p).ok())
-        .sum();
+    let shims_pss_kib = shims.iter().filter_map(|p| pss_kib(*p)).sum();
     let t = Instant::now();
     pods.delete_collection(
         &DeleteParams::default(),
@@ -200,7 +230,7 @@ pub async fn run_startup(
         latency,
         all_running_s,
         agent_rss_kib,
-        shims_rss_kib,
+        shims_pss_kib,
         shims: shims.len(),
         delete_s: t.elapsed().as_secs_f64(),
     })
