@@ -178,6 +178,19 @@ impl AgentArgs {
     }
 }
 
+/// Raises the soft open-files limit to the hard one: every watch, pod sandbox and exec
+/// session holds descriptors, and `--simulate` runs a watch per node.
+fn raise_open_files() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "raising the open-files limit");
+            }
+        }
+    }
+}
+
 /// What is missing for real pods on this machine, in words a person can act on.
 pub fn preflight(args: &AgentArgs) -> Vec<String> {
     let mut missing = Vec::new();
@@ -223,6 +236,7 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<()> {
     if args.reset {
         return reset(&args).await;
     }
+    raise_open_files();
     let client = args.client().await?;
     if let Some(n) = args.simulate {
         return run_simulated(args, client, n, shutdown).await;

@@ -68,30 +68,36 @@ fn run_skiff(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The agent's root dir, bridge and node name for test network `net`, with leftovers of
+/// an earlier killed run removed and the busybox image built.
+fn prepare(dir: &Path, net: u8) -> Result<(PathBuf, String, String)> {
+    let root = dir.join("agent");
+    let bridge = format!("sk{net}");
+    let node = format!("e2e-{net}");
+    let _ = run_skiff(&[
+        "agent",
+        "--reset",
+        "--root-dir",
+        &root.display().to_string(),
+        "--bridge",
+        &bridge,
+    ]);
+    run_skiff(&[
+        "image",
+        "--root-dir",
+        &root.display().to_string(),
+        "build-busybox",
+        BUSYBOX,
+    ])?;
+    Ok((root, bridge, node))
+}
+
 impl AgentServer {
     /// Starts a server whose agent uses bridge `sk<net>` and pod network
     /// `10.<net>.0.0/16` (tests side by side pick different `net`s), and waits until
     /// its node is Ready.
     pub async fn start(dir: &Path, net: u8) -> Result<AgentServer> {
-        let root = dir.join("agent");
-        let bridge = format!("sk{net}");
-        let node = format!("e2e-{net}");
-        // Leftovers of an earlier run that was killed.
-        let _ = run_skiff(&[
-            "agent",
-            "--reset",
-            "--root-dir",
-            &root.display().to_string(),
-            "--bridge",
-            &bridge,
-        ]);
-        run_skiff(&[
-            "image",
-            "--root-dir",
-            &root.display().to_string(),
-            "build-busybox",
-            BUSYBOX,
-        ])?;
+        let (root, bridge, node) = prepare(dir, net)?;
         let agent_port = crate::ports::free_ports(1)?[0];
         let extra: Vec<String> = vec![
             WITH_AGENT.into(),
@@ -120,24 +126,7 @@ impl AgentServer {
     /// Like [`AgentServer::start`], but the agent is a `skiff agent` process of its own
     /// beside a server without one, so the test can kill and restart just the agent.
     pub async fn start_split(dir: &Path, net: u8) -> Result<AgentServer> {
-        let root = dir.join("agent");
-        let bridge = format!("sk{net}");
-        let node = format!("e2e-{net}");
-        let _ = run_skiff(&[
-            "agent",
-            "--reset",
-            "--root-dir",
-            &root.display().to_string(),
-            "--bridge",
-            &bridge,
-        ]);
-        run_skiff(&[
-            "image",
-            "--root-dir",
-            &root.display().to_string(),
-            "build-busybox",
-            BUSYBOX,
-        ])?;
+        let (root, bridge, node) = prepare(dir, net)?;
         let agent_port = crate::ports::free_ports(1)?[0];
         let server = Server::start(dir, &[format!("--cluster-cidr=10.{net}.0.0/16")]).await?;
         let mut me = AgentServer {

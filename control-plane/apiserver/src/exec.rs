@@ -31,6 +31,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::error::{ApiError, ApiResult};
+use crate::logs::DEFAULT_AGENT_PORT;
 use crate::resources;
 use crate::server::App;
 
@@ -40,9 +41,6 @@ pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
 /// How long dialling the node agent may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The port node agents serve on unless the Node says otherwise (the kubelet's).
-const DEFAULT_AGENT_PORT: i64 = 10250;
 
 /// What an exec request asks for (`PodExecOptions`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

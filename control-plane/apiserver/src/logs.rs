@@ -11,7 +11,6 @@ use axum::response::Response;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
 use crate::resources;
@@ -19,17 +18,6 @@ use crate::server::App;
 
 /// The port node agents serve logs on unless the Node says otherwise (the kubelet's).
 pub const DEFAULT_AGENT_PORT: i64 = 10250;
-
-fn container_names(pod: &Value, field: &str) -> Vec<String> {
-    pod.pointer(&format!("/spec/{field}"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c["name"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// Streams a container's log from its node.
 pub async fn pod_log(
@@ -41,53 +29,14 @@ pub async fn pod_log(
     let pods = resources::lookup("", "v1", "pods").expect("pods served");
     let nodes = resources::lookup("", "v1", "nodes").expect("nodes served");
     let pod = app.registry.get(pods, ns, name).await?;
-    let containers = container_names(&pod, "containers");
-    let init = container_names(&pod, "initContainers");
-    let container = match q
+    let requested = q
         .get("container")
         .map(String::as_str)
-        .filter(|c| !c.is_empty())
-    {
-        Some(c) => {
-            if !containers.iter().chain(init.iter()).any(|n| n == c) {
-                return Err(ApiError::bad_request(format!(
-                    "container {c} is not valid for pod {name}"
-                )));
-            }
-            c.to_string()
-        }
-        None if containers.len() == 1 => containers[0].clone(),
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                containers.join(" ")
-            )))
-        }
-    };
-    let node_name = pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if node_name.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "pod {name} does not have a host assigned"
-        )));
-    }
+        .filter(|c| !c.is_empty());
+    let container = crate::exec::choose_container(&pod, name, requested)?;
+    let node_name = crate::exec::node_name(&pod, name)?;
     let node = app.registry.get(nodes, "", node_name).await?;
-    let ip = node
-        .pointer("/status/addresses")
-        .and_then(Value::as_array)
-        .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
-        .and_then(|x| x["address"].as_str())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("node {node_name} has no InternalIP address"))
-        })?
-        .to_string();
-    let port = node
-        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
-        .and_then(Value::as_i64)
-        .filter(|p| *p > 0)
-        .unwrap_or(DEFAULT_AGENT_PORT);
+    let address = crate::exec::agent_address(&node, node_name)?;
     let mut query = Vec::new();
     for k in [
         "follow",
@@ -102,13 +51,8 @@ pub async fn pod_log(
             query.push(format!("{k}={}", v.replace(['&', '#', ' '], "")));
         }
     }
-    let host = if ip.contains(':') {
-        format!("[{ip}]")
-    } else {
-        ip
-    };
     let url = format!(
-        "http://{host}:{port}/containerLogs/{ns}/{name}/{container}?{}",
+        "http://{address}/containerLogs/{ns}/{name}/{container}?{}",
         query.join("&")
     );
     let uri: http::Uri = url
