@@ -89,7 +89,8 @@ async fn nft(script: &str) -> Result<()> {
     Ok(())
 }
 
-async fn ip(args: &[&str]) -> Result<()> {
+/// Runs `ip <args>`; its stderr is the error.
+pub(crate) async fn ip(args: &[&str]) -> Result<()> {
     let out = tokio::process::Command::new("ip")
         .args(args)
         .output()

@@ -59,6 +59,8 @@ pub struct Worker<R: Runtime> {
     probes: Probes,
     /// Adopted attempts to remove at the first sync.
     stale: Vec<String>,
+    /// The pod ended for good (API phase Succeeded/Failed) and its sandbox is gone.
+    finished: bool,
     start_time: Option<Time>,
     last_written: Option<serde_json::Value>,
     sandbox_error: Option<String>,
@@ -179,6 +181,7 @@ impl<R: Runtime> Worker<R> {
             slots,
             probes: Probes::new(wake),
             stale,
+            finished: false,
             start_time,
             last_written: None,
             sandbox_error: None,
@@ -258,20 +261,15 @@ impl<R: Runtime> Worker<R> {
     /// One pass toward the desired state, then a status update if anything changed.
     async fn sync(&mut self) {
         if self.terminal_in_api() {
-            // Final: nothing restarts; release the network and runtime state once.
-            if self.ip.is_some()
-                || self
-                    .sh
-                    .rt
-                    .records()
-                    .iter()
-                    .any(|r| r.pod.uid == self.pref.uid)
-            {
+            // Final: nothing restarts; release the network and runtime state once
+            // (not a scan of the node's records on every tick).
+            if !self.finished {
                 self.terminate(Duration::from_secs(2)).await;
                 if let Err(e) = self.sh.rt.teardown_sandbox(&self.pref).await {
                     tracing::warn!(pod = %self.pref.name, error = %e, "tearing down a finished pod");
                 }
                 self.ip = None;
+                self.finished = true;
             }
             return;
         }

@@ -21,6 +21,7 @@ use super::cni::{self, Cni};
 use super::runc::{ExecOutput, Runc};
 use super::{PodRef, Record, Running, Runtime, StartError, StartRequest, State};
 use crate::image::{ImageStore, LocalImage, PullPolicy};
+use crate::net::ip;
 use crate::shim::{self, Exited, ShimArgs};
 use skiff_controllers::scheduler::quantity::{parse_milli, parse_value};
 
@@ -51,23 +52,6 @@ pub fn netns_name(uid: &str) -> String {
 
 fn netns_path(uid: &str) -> PathBuf {
     Path::new("/run/netns").join(netns_name(uid))
-}
-
-async fn ip(args: &[&str]) -> Result<()> {
-    let out = tokio::process::Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("running ip")?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 fn pid_alive(pid: i32) -> bool {
