@@ -212,8 +212,14 @@ pub fn preflight(args: &AgentArgs) -> Vec<String> {
             args.cni_bin_dir
         ));
     }
-    if !std::path::Path::new("/sys/fs/cgroup").exists() {
-        missing.push("no cgroup filesystem at /sys/fs/cgroup".into());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if !has_cgroup_mount(&mountinfo) {
+        missing.push(
+            "no cgroup filesystem is mounted (runc needs one at /sys/fs/cgroup); in a network \
+             namespace, start the agent with `nsenter --net=/run/netns/<name>`, not \
+             `ip netns exec`, which remounts /sys without it"
+                .into(),
+        );
     }
     if std::process::Command::new("nft")
         .arg("--version")
@@ -226,6 +232,17 @@ pub fn preflight(args: &AgentArgs) -> Vec<String> {
         missing.push("ip not found (apt-get install iproute2)".into());
     }
     missing
+}
+
+/// Whether `/proc/self/mountinfo` text lists a cgroup (v1 or v2) filesystem: what runc
+/// looks for before it creates a container.
+fn has_cgroup_mount(mountinfo: &str) -> bool {
+    mountinfo.lines().any(|line| {
+        // "<id> <parent> <dev> <root> <mount point> <opts> [optional…] - <fstype> <source> <opts>"
+        line.split_once(" - ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|fstype| fstype == "cgroup2" || fstype == "cgroup")
+    })
 }
 
 /// Runs the agent (or `--simulate N` agents) until `shutdown`.
@@ -338,13 +355,20 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<()> {
         ))
     });
     let heartbeat = tokio::spawn(node::heartbeat(client.clone(), cfg, shutdown.clone()));
-    let network = tokio::spawn(crate::net::run(
-        client.clone(),
-        name.clone(),
-        shared.rt.cni.subnet.clone(),
-        args.bridge.clone(),
-        shutdown.clone(),
-    ));
+    let network = tokio::spawn({
+        let run = crate::net::run(
+            client.clone(),
+            name.clone(),
+            shared.rt.cni.subnet.clone(),
+            args.bridge.clone(),
+            shutdown.clone(),
+        );
+        async move {
+            if let Err(e) = run.await {
+                tracing::error!(error = %format!("{e:#}"), "the pod network (routes to other nodes, masquerading) stopped");
+            }
+        }
+    });
     let result = pods::run(shared, exits_rx, shutdown.clone()).await;
     heartbeat.abort();
     // The network task and the proxy remove their tables on shutdown; give them the
@@ -490,5 +514,24 @@ pub async fn reset(args: &AgentArgs) -> Result<()> {
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_cgroup_mount;
+
+    #[test]
+    fn a_cgroup_mount_is_found_by_its_filesystem_type() {
+        let host = "25 30 0:22 / /sys rw,nosuid - sysfs sysfs rw\n\
+                    26 25 0:23 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert!(has_cgroup_mount(host));
+        let v1 = "40 26 0:35 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        assert!(has_cgroup_mount(v1));
+        // What `ip netns exec` leaves: a fresh sysfs and nothing under it.
+        let netns_exec = "25 30 0:22 / /sys rw,nosuid - sysfs sysfs rw\n\
+                          99 25 0:80 / /sys rw - sysfs netns-sys rw\n";
+        assert!(!has_cgroup_mount(netns_exec));
+        assert!(!has_cgroup_mount(""));
     }
 }

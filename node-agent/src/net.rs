@@ -125,14 +125,24 @@ pub async fn run(
     let mut stream = std::pin::pin!(kube::runtime::WatchStreamExt::default_backoff(stream));
     let mut routes: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
     let mut applied = String::new();
+    // Whether the store holds a whole list. Not `reader.wait_until_ready()`: that waits
+    // for events only this loop's polling of the stream brings in.
+    let mut listed = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             ev = stream.next() => {
-                if ev.is_none() {
-                    break;
+                match ev {
+                    None => break,
+                    Some(Ok(watcher::Event::InitDone)) => listed = true,
+                    Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => continue,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "watching nodes");
+                        continue;
+                    }
                 }
-                if reader.wait_until_ready().await.is_err() {
+                if !listed {
                     continue;
                 }
                 let nodes: Vec<Node> = reader.state().iter().map(|n| (**n).clone()).collect();
@@ -140,7 +150,10 @@ pub async fn run(
                 for (cidr, via) in &want {
                     if routes.get(cidr) != Some(via) {
                         match ip(&["route", "replace", cidr, "via", &via.to_string()]).await {
-                            Ok(()) => { routes.insert(cidr.clone(), *via); }
+                            Ok(()) => {
+                                tracing::info!(%cidr, %via, "route to a node's pods");
+                                routes.insert(cidr.clone(), *via);
+                            }
                             Err(e) => tracing::warn!(%cidr, %via, error = %e, "route to a node's pods"),
                         }
                     }

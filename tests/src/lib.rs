@@ -23,11 +23,14 @@
 //! - [`client`]: tonic channels and the etcd v3 KV/Watch/Lease/Maintenance clients.
 //! - [`etcdctl`]: runs the real `etcdctl` (ETCDCTL_API=3) and captures its output.
 //! - [`server`]: `skiff server` processes, kubectl and kube-rs clients of them.
+//! - [`node`]: a real node (server + agent with runc pods) for one-machine tests.
+//! - [`multinode`]: servers and worker agents each in a network namespace of its own.
 //! - [`simnode`]: simulated nodes (registration, heartbeats, a stand-in kubelet) for
 //!   scheduler and controller tests.
 //! - [`bench`]: the workloads, statistics and reports of the `skiff-bench` binary.
 //!
-//! Everything binds to 127.0.0.1 only.
+//! Everything binds to 127.0.0.1, or to addresses inside network namespaces the tests
+//! create themselves ([`multinode`]).
 
 pub mod bench;
 pub mod binaries;
@@ -35,6 +38,7 @@ pub mod client;
 pub mod cluster;
 pub mod etcdctl;
 pub mod health;
+pub mod multinode;
 pub mod node;
 pub mod ports;
 pub mod server;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::Api;
+use kube::{Api, Client};
 
 use crate::binaries::skiff_binary;
 use crate::server::{Server, WITH_AGENT};
@@ -52,8 +52,19 @@ pub struct AgentServer {
     agent: Option<std::process::Child>,
 }
 
-fn run_skiff(args: &[&str]) -> Result<String> {
-    let out = Command::new(skiff_binary()?)
+/// Runs `skiff <args>` to completion (inside network namespace `netns`, if given); its
+/// stdout.
+pub(crate) fn run_skiff_in(netns: Option<&str>, args: &[&str]) -> Result<String> {
+    let bin = skiff_binary()?;
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
+    let out = cmd
         .args(args)
         .output()
         .with_context(|| format!("skiff {}", args.join(" ")))?;
@@ -68,27 +79,47 @@ fn run_skiff(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `skiff agent --reset` of the agent with state in `root` and pods on `bridge`, run in
+/// `netns` (where its bridge and nftables tables are): kills its containers and shims,
+/// unmounts, removes pod namespaces, bridge and tables.
+pub(crate) fn reset_agent(netns: Option<&str>, root: &Path, bridge: &str) -> Result<()> {
+    run_skiff_in(
+        netns,
+        &[
+            "agent",
+            "--reset",
+            "--root-dir",
+            &root.display().to_string(),
+            "--bridge",
+            bridge,
+        ],
+    )
+    .map(drop)
+}
+
+/// Builds [`BUSYBOX`] into the image store of the agent with state in `root`.
+pub(crate) fn build_busybox(root: &Path) -> Result<()> {
+    run_skiff_in(
+        None,
+        &[
+            "image",
+            "--root-dir",
+            &root.display().to_string(),
+            "build-busybox",
+            BUSYBOX,
+        ],
+    )
+    .map(drop)
+}
+
 /// The agent's root dir, bridge and node name for test network `net`, with leftovers of
 /// an earlier killed run removed and the busybox image built.
 fn prepare(dir: &Path, net: u8) -> Result<(PathBuf, String, String)> {
     let root = dir.join("agent");
     let bridge = format!("sk{net}");
     let node = format!("e2e-{net}");
-    let _ = run_skiff(&[
-        "agent",
-        "--reset",
-        "--root-dir",
-        &root.display().to_string(),
-        "--bridge",
-        &bridge,
-    ]);
-    run_skiff(&[
-        "image",
-        "--root-dir",
-        &root.display().to_string(),
-        "build-busybox",
-        BUSYBOX,
-    ])?;
+    let _ = reset_agent(None, &root, &bridge);
+    build_busybox(&root)?;
     Ok((root, bridge, node))
 }
 
@@ -191,29 +222,10 @@ impl AgentServer {
     }
 
     async fn wait_node_ready(&self, timeout: Duration) -> Result<()> {
-        let nodes: Api<Node> = Api::all(self.server.kube_client().await?);
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(n) = nodes.get(&self.node).await {
-                let ready = n
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-                let cidr = n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some();
-                if ready && cidr {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "node {} not Ready after {timeout:?}:\n{}",
-                    self.node,
-                    self.server.log_tail(40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let client = self.server.kube_client().await?;
+        wait_node_ready(&client, &self.node, timeout)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:#}\nserver log:\n{}", self.server.log_tail(40)))
     }
 
     /// Waits until `check(pod)` holds for pod `ns/name`; the pod then.
@@ -225,27 +237,10 @@ impl AgentServer {
         what: &str,
         check: impl Fn(&Pod) -> bool,
     ) -> Result<Pod> {
-        let pods: Api<Pod> = Api::namespaced(self.server.kube_client().await?, ns);
-        let deadline = Instant::now() + timeout;
-        let mut last = None;
-        loop {
-            if let Ok(p) = pods.get(name).await {
-                if check(&p) {
-                    return Ok(p);
-                }
-                last = Some(p);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "pod {ns}/{name}: not {what} after {timeout:?}; status: {}\nserver log:\n{}",
-                    last.and_then(|p| p.status)
-                        .map(|s| serde_json::to_string_pretty(&s).unwrap_or_default())
-                        .unwrap_or_default(),
-                    self.server.log_tail(30)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let client = self.server.kube_client().await?;
+        wait_pod(&client, ns, name, timeout, what, check)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:#}\nserver log:\n{}", self.server.log_tail(30)))
     }
 
     /// Runc containers of this agent that exist now.
@@ -272,16 +267,67 @@ impl Drop for AgentServer {
     fn drop(&mut self) {
         self.kill_agent();
         let _ = self.server.kill();
-        if let Err(e) = run_skiff(&[
-            "agent",
-            "--reset",
-            "--root-dir",
-            &self.root.display().to_string(),
-            "--bridge",
-            &self.bridge,
-        ]) {
+        if let Err(e) = reset_agent(None, &self.root, &self.bridge) {
             eprintln!("cleaning up the test node: {e:#}");
         }
+    }
+}
+
+/// Waits until node `node` is Ready and has a podCIDR.
+pub async fn wait_node_ready(client: &Client, node: &str, timeout: Duration) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(n) = nodes.get(node).await {
+            let cidr = n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some();
+            if node_ready(&n) && cidr {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("node {node} not Ready (with a podCIDR) after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether a node's Ready condition is True.
+pub fn node_ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Waits until `check(pod)` holds for pod `ns/name`; the pod then. The error shows the
+/// pod's last status.
+pub async fn wait_pod(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    check: impl Fn(&Pod) -> bool,
+) -> Result<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        if let Ok(p) = pods.get(name).await {
+            if check(&p) {
+                return Ok(p);
+            }
+            last = Some(p);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "pod {ns}/{name}: not {what} after {timeout:?}; status: {}",
+                last.and_then(|p| p.status)
+                    .map(|s| serde_json::to_string_pretty(&s).unwrap_or_default())
+                    .unwrap_or_default(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -35,6 +35,10 @@ pub struct Server {
     log_path: PathBuf,
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// Its store member's name.
+    name: String,
+    /// The network namespace it runs in (`nsenter --net`), if not the test's own.
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -56,10 +60,46 @@ impl Server {
     pub fn prepare(dir: &Path, name: &str, extra: &[String]) -> Result<Server> {
         let ports = free_ports(3)?;
         let data_dir = dir.join(format!("server-{name}-{}", ports[0]));
+        Server::prepare_at(
+            data_dir,
+            "127.0.0.1",
+            [ports[0], ports[1], ports[2]],
+            name,
+            extra,
+        )
+    }
+
+    /// A server in network namespace `netns` whose only address is `ip`, on the usual
+    /// ports (6443 API, 2379 client, 2380 peer), not started.
+    pub fn prepare_in_netns(
+        dir: &Path,
+        netns: &str,
+        ip: &str,
+        name: &str,
+        extra: &[String],
+    ) -> Result<Server> {
+        let mut s = Server::prepare_at(
+            dir.join(format!("server-{name}")),
+            ip,
+            [6443, 2379, 2380],
+            name,
+            extra,
+        )?;
+        s.netns = Some(netns.to_owned());
+        Ok(s)
+    }
+
+    fn prepare_at(
+        data_dir: PathBuf,
+        ip: &str,
+        [api, client, peer]: [u16; 3],
+        name: &str,
+        extra: &[String],
+    ) -> Result<Server> {
         std::fs::create_dir_all(&data_dir)?;
-        let api_addr = format!("127.0.0.1:{}", ports[0]);
-        let client_url = format!("http://127.0.0.1:{}", ports[1]);
-        let peer_url = format!("http://127.0.0.1:{}", ports[2]);
+        let api_addr = format!("{ip}:{api}");
+        let client_url = format!("http://{ip}:{client}");
+        let peer_url = format!("http://{ip}:{peer}");
         let mut args = vec![
             "server".to_string(),
             format!("--name={name}"),
@@ -82,6 +122,8 @@ impl Server {
             data_dir,
             args,
             envs: Vec::new(),
+            name: name.to_owned(),
+            netns: None,
             child: None,
         })
     }
@@ -107,7 +149,16 @@ impl Server {
             .open(&self.log_path)?;
         let err = log.try_clone()?;
         let bin = skiff_binary()?;
-        let child = Command::new(&bin)
+        let mut cmd = match &self.netns {
+            // nsenter execs the command: the child's pid is the server's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = cmd
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -213,13 +264,18 @@ impl Server {
 /// Starts `n` `skiff server`s forming one cluster (their store members bootstrap
 /// together), each with `extra` flags, and waits until all are ready.
 pub async fn start_cluster(dir: &Path, n: usize, extra: &[String]) -> Result<Vec<Server>> {
-    let mut servers: Vec<Server> = (0..n)
+    let servers: Vec<Server> = (0..n)
         .map(|i| Server::prepare(dir, &format!("s{i}"), extra))
         .collect::<Result<_>>()?;
+    form_cluster(servers).await
+}
+
+/// Starts prepared servers as one cluster (their store members bootstrap together) and
+/// waits until all are ready.
+pub async fn form_cluster(mut servers: Vec<Server>) -> Result<Vec<Server>> {
     let initial: Vec<String> = servers
         .iter()
-        .enumerate()
-        .map(|(i, s)| format!("s{i}={}", s.peer_url))
+        .map(|s| format!("{}={}", s.name, s.peer_url))
         .collect();
     for s in &mut servers {
         s.add_args(&[

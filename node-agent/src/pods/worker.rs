@@ -602,13 +602,27 @@ impl<R: Runtime> Worker<R> {
                     exited: None,
                 });
                 slot.view.waiting = None;
-                self.sh.events.normal(
-                    &*self.pod,
-                    "Started",
-                    format!("Started container {}", spec.name),
-                );
-                // A start that failed inside runc shows up as an exit at once.
+                // A start that failed inside runc shows up as an exit at once: then
+                // the event says why instead of "Started".
                 self.refresh().await;
+                let start_error = self.slots[i].view.current.as_ref().and_then(|c| {
+                    let e = c.exited.as_ref()?;
+                    let t = super::status::terminated(c, e);
+                    (t.reason.as_deref() == Some("StartError"))
+                        .then(|| t.message.unwrap_or_default())
+                });
+                match start_error {
+                    Some(message) => {
+                        self.sh
+                            .events
+                            .warning(&*self.pod, "Failed", format!("Error: {message}"))
+                    }
+                    None => self.sh.events.normal(
+                        &*self.pod,
+                        "Started",
+                        format!("Started container {}", spec.name),
+                    ),
+                }
             }
             Err(e) => self.start_failed(i, e),
         }
