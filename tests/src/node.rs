@@ -4,6 +4,7 @@
 //! by pid, then `skiff agent --reset` for containers, shims, namespaces, mounts, bridge
 //! and nftables tables.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{Api, Client};
 
 use crate::binaries::skiff_binary;
-use crate::server::{Server, WITH_AGENT};
+use crate::server::{Kubectl, Server, WITH_AGENT};
 
 /// The image every agent test runs (built offline from Debian's busybox-static).
 pub const BUSYBOX: &str = "skiff.local/busybox:1.35";
@@ -329,6 +330,34 @@ pub async fn wait_pod(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Which backends answer `url` from inside pod `pod` (each answers with its own name):
+/// up to 3 × 40 requests through `kubectl exec … wget`, stopping once all of `want`
+/// have answered.
+pub async fn answers_from_pod(
+    kubectl: &Kubectl,
+    pod: &str,
+    url: &str,
+    want: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let script = format!("for i in $(seq 1 40); do timeout 2 wget -q -O- {url}; done");
+    for _ in 0..3 {
+        let out = kubectl
+            .ok(&["exec", pod, "--", "sh", "-c", &script])
+            .await
+            .unwrap_or_default();
+        seen.extend(
+            out.lines()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty()),
+        );
+        if &seen == want {
+            break;
+        }
+    }
+    seen
 }
 
 /// A pod's phase.

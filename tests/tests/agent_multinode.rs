@@ -13,7 +13,9 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
 use serde_json::json;
 use skiff_tests::multinode::{tail, MultiNode};
-use skiff_tests::node::{cannot_run, node_ready, phase, ready, wait_pod, BUSYBOX};
+use skiff_tests::node::{
+    answers_from_pod, cannot_run, node_ready, phase, ready, wait_pod, BUSYBOX,
+};
 
 /// Name → (node, pod IP) of the live (not terminating), Running and Ready pods of `app`.
 async fn live_pods(pods: &Api<Pod>, app: &str) -> Result<BTreeMap<String, (String, String)>> {
@@ -141,23 +143,13 @@ async fn pods_talk_across_nodes_and_a_dead_nodes_pods_are_recreated_elsewhere() 
         .ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])
         .await?;
     let backends: BTreeSet<String> = web.keys().cloned().collect();
-    let mut seen = BTreeSet::new();
-    let script =
-        format!("for i in $(seq 1 40); do timeout 2 wget -q -O- http://{cluster_ip}/; done");
-    for _ in 0..3 {
-        let out = kubectl
-            .ok(&["exec", "client", "--", "sh", "-c", &script])
-            .await
-            .unwrap_or_default();
-        seen.extend(
-            out.lines()
-                .map(|l| l.trim().to_owned())
-                .filter(|l| !l.is_empty()),
-        );
-        if seen == backends {
-            break;
-        }
-    }
+    let seen = answers_from_pod(
+        &kubectl,
+        "client",
+        &format!("http://{cluster_ip}/"),
+        &backends,
+    )
+    .await;
     ensure!(
         seen == backends,
         "through the Service: {seen:?} of {backends:?}"

@@ -11,7 +11,9 @@ use anyhow::{ensure, Result};
 use k8s_openapi::api::core::v1::{Endpoints, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
-use skiff_tests::node::{cannot_run, phase, ready, restarts, AgentServer, BUSYBOX};
+use skiff_tests::node::{
+    answers_from_pod, cannot_run, phase, ready, restarts, AgentServer, BUSYBOX,
+};
 
 macro_rules! require_node {
     () => {
@@ -497,22 +499,7 @@ async fn services_reach_every_backend_from_the_node_and_from_a_pod_and_exec_work
     );
 
     // From a pod, through kubectl exec (which itself goes API server → agent → runc).
-    let mut seen = std::collections::BTreeSet::new();
-    let script = format!("for i in $(seq 1 40); do timeout 2 wget -q -O- http://{ip}/; done");
-    for _ in 0..3 {
-        let out = kubectl
-            .ok(&["exec", "client", "--", "sh", "-c", &script])
-            .await
-            .unwrap_or_default();
-        seen.extend(
-            out.lines()
-                .map(|l| l.trim().to_owned())
-                .filter(|l| !l.is_empty()),
-        );
-        if seen == backends {
-            break;
-        }
-    }
+    let seen = answers_from_pod(&kubectl, "client", &format!("http://{ip}/"), &backends).await;
     ensure!(
         seen == backends,
         "from a pod, every backend answered: {seen:?} of {backends:?}"

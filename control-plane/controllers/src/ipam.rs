@@ -24,7 +24,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
@@ -276,18 +276,9 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let mut synced = false;
     let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
-        let pass = tokio::select! {
+        let mut pass = tokio::select! {
             ev = events.next() => match ev {
-                Some(Ok(ev)) => {
-                    let relevant = match &ev {
-                        watcher::Event::InitDone => { synced = true; true }
-                        watcher::Event::Apply(n) => NodeCidr::of(n).cidr.is_none() || state.pending.contains_key(&n.name_any()),
-                        watcher::Event::Delete(_) => true,
-                        watcher::Event::Init | watcher::Event::InitApply(_) => false,
-                    };
-                    synced && relevant
-                }
-                Some(Err(e)) => { tracing::warn!(error = %e, "node watch failed; retrying"); false }
+                Some(ev) => state.wants_pass(ev, &mut synced),
                 None => anyhow::bail!("node watch ended"),
             },
             _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {
@@ -295,6 +286,11 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
                 true
             }
         };
+        // A burst of registrations is one pass, not one per event: each pass looks at
+        // every node.
+        while let Some(Some(ev)) = events.next().now_or_never() {
+            pass |= state.wants_pass(ev, &mut synced);
+        }
         if pass && !state.pass(&ctx, &api, &store).await {
             retry_at = Some(tokio::time::Instant::now() + RETRY);
         }
@@ -311,6 +307,32 @@ struct Ipam {
 }
 
 impl Ipam {
+    /// Whether a watch event calls for a pass (once the first list is in): a node
+    /// without a podCIDR appeared or changed, one of ours is not in the cache yet, or a
+    /// node went away (its subnet is free).
+    fn wants_pass(
+        &self,
+        ev: Result<watcher::Event<Node>, watcher::Error>,
+        synced: &mut bool,
+    ) -> bool {
+        let relevant = match &ev {
+            Ok(watcher::Event::InitDone) => {
+                *synced = true;
+                true
+            }
+            Ok(watcher::Event::Apply(n)) => {
+                NodeCidr::of(n).cidr.is_none() || self.pending.contains_key(&n.name_any())
+            }
+            Ok(watcher::Event::Delete(_)) => true,
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "node watch failed; retrying");
+                false
+            }
+        };
+        *synced && relevant
+    }
+
     /// One pass: allocate and write. Returns false when a write failed (retry later).
     async fn pass(&mut self, ctx: &Context, api: &Api<Node>, store: &Store<Node>) -> bool {
         let nodes: BTreeMap<String, std::sync::Arc<Node>> = store
@@ -340,10 +362,11 @@ impl Ipam {
             match d {
                 Decision::Assign { node, cidr } => {
                     let Some(n) = nodes.get(&node) else { continue };
-                    let patch = json!({
-                        "metadata": {"resourceVersion": n.resource_version()},
-                        "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
-                    });
+                    // No resourceVersion precondition: the node's status and taints
+                    // change all the time (heartbeats, the lifecycle controller), and a
+                    // stale cache would turn every write into a conflict. The API server
+                    // refuses to change a podCIDR once set (422), which is the guard.
+                    let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
                     match api
                         .patch(&node, &PatchParams::default(), &Patch::Merge(&patch))
                         .await
@@ -353,7 +376,10 @@ impl Ipam {
                             self.pending
                                 .insert(node.clone(), (n.uid().unwrap_or_default(), cidr));
                         }
-                        Err(kube::Error::Api(e)) if e.code == 404 => {}
+                        // Gone, or it has a podCIDR already (the cache will show it).
+                        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => {
+                            tracing::debug!(node = %node, error = %e, "podCIDR not assigned");
+                        }
                         Err(e) => {
                             tracing::warn!(node = %node, error = %e, "assigning podCIDR failed; retrying");
                             ok = false;
