@@ -23,7 +23,8 @@ use crate::runtime::sim::SimRuntime;
 /// The agent's flags (each with an environment variable).
 #[derive(clap::Args, Clone, Debug)]
 pub struct AgentArgs {
-    /// The API server's URL.
+    /// The API server's URL; several, comma-separated, for an HA control plane: the
+    /// agent talks to one and moves to the next when it cannot be reached.
     #[arg(
         long,
         env = "SKIFF_AGENT_SERVER",
@@ -62,6 +63,11 @@ pub struct AgentArgs {
     /// Pods this node accepts.
     #[arg(long, env = "SKIFF_AGENT_MAX_PODS", default_value_t = 110)]
     pub max_pods: u32,
+    /// The node Lease's duration in seconds; the agent renews it every quarter of that
+    /// (as the kubelet), so keep the controllers' --node-monitor-grace-period above
+    /// a renewal or two.
+    #[arg(long, env = "SKIFF_AGENT_NODE_LEASE_DURATION_SECONDS", default_value_t = 40, value_parser = clap::value_parser!(u64).range(4..))]
+    pub node_lease_duration_seconds: u64,
     /// CPU capacity to report [default: the machine's].
     #[arg(long, env = "SKIFF_AGENT_CPU")]
     pub cpu: Option<String>,
@@ -128,22 +134,42 @@ impl AgentArgs {
     /// # Errors
     /// If the kubeconfig cannot be read or the URL does not parse.
     pub async fn client(&self) -> Result<kube::Client> {
-        let mut config = match &self.kubeconfig {
-            Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        if let Some(path) = &self.kubeconfig {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+            if let Some(t) = &self.token {
+                config.auth_info.token = Some(t.clone().into());
             }
-            None => kube::Config::new(
-                self.server
-                    .parse()
-                    .with_context(|| format!("--server {:?}", self.server))?,
-            ),
-        };
-        if let Some(t) = &self.token {
-            config.auth_info.token = Some(t.clone().into());
+            return Ok(kube::Client::try_from(config)?);
         }
-        Ok(kube::Client::try_from(config)?)
+        let urls: Vec<&str> = self
+            .server
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        let mut clients = Vec::new();
+        for url in &urls {
+            let mut config = kube::Config::new(
+                url.parse()
+                    .with_context(|| format!("--server: {url:?} is not a URL"))?,
+            );
+            if let Some(t) = &self.token {
+                config.auth_info.token = Some(t.clone().into());
+            }
+            if urls.len() > 1 {
+                // A server that is off the network should not hold the node up for
+                // kube's default 30 s before the next one is tried.
+                config.connect_timeout = Some(Duration::from_secs(5));
+            }
+            clients.push((url.to_string(), kube::Client::try_from(config)?));
+        }
+        match clients.len() {
+            0 => bail!("--server: no API server URL given"),
+            1 => Ok(clients.remove(0).1),
+            _ => Ok(crate::failover::Failover::client(clients, "default")),
+        }
     }
 
     fn node_name(&self) -> String {
@@ -289,8 +315,8 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<()> {
         capacity: args.capacity(),
         labels: args.labels()?,
         runtime_version: format!("runc://{version}"),
-        lease_duration: Duration::from_secs(40),
-        renew_interval: Duration::from_secs(10),
+        lease_duration: Duration::from_secs(args.node_lease_duration_seconds),
+        renew_interval: Duration::from_secs(args.node_lease_duration_seconds) / 4,
     };
     node::register_until_done(&client, &cfg, &shutdown).await?;
     let pod_cidr = match &args.pod_cidr {
@@ -398,8 +424,8 @@ async fn run_simulated(
             capacity: args.capacity(),
             labels: args.labels()?,
             runtime_version: "sim://0".into(),
-            lease_duration: Duration::from_secs(40),
-            renew_interval: Duration::from_secs(10),
+            lease_duration: Duration::from_secs(args.node_lease_duration_seconds),
+            renew_interval: Duration::from_secs(args.node_lease_duration_seconds) / 4,
         };
         let client = client.clone();
         let shutdown = shutdown.clone();

@@ -14,6 +14,7 @@
 //! - [`server`]: the agent's HTTP endpoint (`containerLogs`, `exec`).
 
 pub mod agent;
+pub mod failover;
 pub mod image;
 pub mod logs;
 pub mod net;

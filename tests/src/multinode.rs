@@ -12,7 +12,7 @@
 //! # async fn demo() -> anyhow::Result<()> {
 //! use skiff_tests::multinode::MultiNode;
 //! let dir = tempfile::tempdir()?;
-//! let mn = MultiNode::start(dir.path(), 3, 2, &[]).await?;
+//! let mn = MultiNode::start(dir.path(), 3, 2, &[], &[]).await?;
 //! let out = mn.servers[0].kubectl().ok(&["get", "nodes", "-o", "wide"]).await?;
 //! # Ok(()) }
 //! ```
@@ -39,7 +39,9 @@ pub struct Worker {
     pub node: String,
     /// Its state directory.
     pub root: PathBuf,
-    server_url: String,
+    /// Every server's URL, comma-separated (the agent fails over among them).
+    servers: String,
+    flags: Vec<String>,
     child: Option<Child>,
 }
 
@@ -58,7 +60,7 @@ impl Worker {
             .args([
                 "agent",
                 "--server",
-                &self.server_url,
+                &self.servers,
                 "--root-dir",
                 &self.root.display().to_string(),
                 "--node-name",
@@ -66,6 +68,7 @@ impl Worker {
                 "--node-ip",
                 &self.host.addr.to_string(),
             ])
+            .args(&self.flags)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -107,7 +110,7 @@ impl Worker {
 
 /// `servers` control-plane servers and `workers` worker agents, one per test host.
 pub struct MultiNode {
-    /// The control plane, hosts `n1..`; workers talk to the first.
+    /// The control plane, hosts `n1..`; workers are given all of them, in order.
     pub servers: Vec<Server>,
     /// The workers, on the hosts after the servers'.
     pub workers: Vec<Worker>,
@@ -116,13 +119,14 @@ pub struct MultiNode {
 
 impl MultiNode {
     /// Creates the hosts, starts the servers as one cluster (pod network
-    /// `10.<slot>.0.0/16`, plus `server_flags`), then the workers, and waits until
-    /// every worker's node is Ready with a podCIDR.
+    /// `10.<100 + slot % 100>.0.0/16`, plus `server_flags`), then the workers (plus
+    /// `agent_flags`), and waits until every worker's node is Ready with a podCIDR.
     pub async fn start(
         dir: &Path,
         servers: usize,
         workers: usize,
         server_flags: &[String],
+        agent_flags: &[String],
     ) -> Result<MultiNode> {
         let bed = Testbed::create(servers + workers)?;
         let mut flags = vec![format!(
@@ -140,7 +144,7 @@ impl MultiNode {
             .map(|h| Server::prepare_in_netns(dir, &h.netns, &h.addr.to_string(), &h.name, &flags))
             .collect::<Result<Vec<_>>>()?;
         mn.servers = form_cluster(prepared).await?;
-        let server_url = mn.servers[0].url();
+        let urls: Vec<String> = mn.servers.iter().map(Server::url).collect();
         for (k, host) in mn.bed.hosts[servers..].iter().enumerate() {
             let root = dir.join(format!("worker-{}", k + 1));
             build_busybox(&root)?;
@@ -148,7 +152,8 @@ impl MultiNode {
                 host: host.clone(),
                 node: format!("w{}", k + 1),
                 root,
-                server_url: server_url.clone(),
+                servers: urls.join(","),
+                flags: agent_flags.to_vec(),
                 child: None,
             });
         }
@@ -164,9 +169,9 @@ impl MultiNode {
         Ok(mn)
     }
 
-    /// A kube-rs client of the first server.
-    pub async fn client(&self) -> Result<kube::Client> {
-        self.servers[0].kube_client().await
+    /// A kube-rs client of server `i`.
+    pub async fn client(&self, i: usize) -> Result<kube::Client> {
+        self.servers[i].kube_client().await
     }
 }
 

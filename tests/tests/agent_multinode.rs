@@ -2,8 +2,10 @@
 //! API servers, leader-elected scheduler and controllers) and two `skiff agent` workers,
 //! each in a network namespace of its own with its own address. Pods on different
 //! workers reach each other over the routes the agents set up between their podCIDRs,
-//! a Service spreads over both workers, and when a worker dies its Deployment's pods are
-//! recreated on the other. Needs root, runc, the CNI plugins and busybox-static.
+//! a Service spreads over both workers; when the control-plane server the workers were
+//! talking to dies they carry on with the others, and when a worker dies its
+//! Deployment's pods are recreated on the other. Needs root, runc, the CNI plugins and
+//! busybox-static.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -41,10 +43,17 @@ async fn pods_talk_across_nodes_and_a_dead_nodes_pods_are_recreated_elsewhere() 
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
-    // A dead node is noticed after 6 s without heartbeats (instead of 50 s).
-    let mut mn =
-        MultiNode::start(dir.path(), 3, 2, &["--node-monitor-grace-period=6s".into()]).await?;
-    let client = mn.client().await?;
+    // A dead node is noticed after 6 s without heartbeats (instead of 50 s); agents
+    // renew their Leases every 2 s (a quarter of 8 s) to stay well within that.
+    let mut mn = MultiNode::start(
+        dir.path(),
+        3,
+        2,
+        &["--node-monitor-grace-period=6s".into()],
+        &["--node-lease-duration-seconds=8".into()],
+    )
+    .await?;
+    let client = mn.client(0).await?;
     let kubectl = mn.servers[0].kubectl();
 
     // Each worker has a podCIDR of its own.
@@ -154,6 +163,49 @@ async fn pods_talk_across_nodes_and_a_dead_nodes_pods_are_recreated_elsewhere() 
         seen == backends,
         "through the Service: {seen:?} of {backends:?}"
     );
+
+    // The first server — the one every agent talks to first — dies. The agents move on
+    // to the next: both nodes stay Ready through three grace periods, and a new pod is
+    // scheduled (by whichever server leads now) and started.
+    mn.servers[0].kill()?;
+    let client = mn.client(1).await?;
+    let kubectl = mn.servers[1].kubectl();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(18) {
+        for w in &mn.workers {
+            if let Ok(n) = nodes.get(&w.node).await {
+                ensure!(
+                    node_ready(&n),
+                    "{} stays Ready after server 1 died ({:.1} s): {:?}\nagent log:\n{}",
+                    w.node,
+                    t.elapsed().as_secs_f64(),
+                    n.status.and_then(|s| s.conditions),
+                    tail(&w.log(), 20)
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let r = kubectl
+        .run_stdin(
+            &["apply", "-f", "-"],
+            Some(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "after"},
+                "spec": {"containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"]}]}})
+                .to_string()),
+        )
+        .await?;
+    ensure!(r.success(), "kubectl apply: {r:?}");
+    wait_pod(
+        &client,
+        "default",
+        "after",
+        Duration::from_secs(60),
+        "Running",
+        |p| phase(p) == "Running",
+    )
+    .await?;
 
     // w1 dies: its node goes NotReady, its pods are evicted and recreated on w2.
     let dead: BTreeSet<String> = web
