@@ -170,6 +170,36 @@ async fn real_pods_run_log_restart_probe_and_stop() -> Result<()> {
         "--previous shows the last attempt's output: {prev:?}"
     );
 
+    // 3b. A container over its memory limit is killed by the kernel, and its status
+    //     says OOMKilled (exit code 137).
+    create(
+        &pods,
+        &pod(
+            "oom",
+            json!({"restartPolicy": "Never", "containers": [{"name": "main", "image": BUSYBOX,
+                // dd's 64 MiB buffer, filled from /dev/zero, against a 16 MiB limit.
+                "command": ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+                "resources": {"limits": {"memory": "16Mi"}}}]}),
+        ),
+    )
+    .await?;
+    let p = node
+        .wait_pod("default", "oom", Duration::from_secs(60), "Failed", |p| {
+            phase(p) == "Failed"
+        })
+        .await?;
+    let t = p
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|mut c| c.pop())
+        .and_then(|c| c.state)
+        .and_then(|s| s.terminated)
+        .expect("state.terminated");
+    ensure!(
+        t.reason.as_deref() == Some("OOMKilled") && t.exit_code == 137,
+        "OOMKilled with exit code 137: {t:?}"
+    );
+
     // 4. A failing liveness probe restarts the container.
     create(
         &pods,
