@@ -68,6 +68,22 @@ pub struct AgentArgs {
     /// a renewal or two.
     #[arg(long, env = "SKIFF_AGENT_NODE_LEASE_DURATION_SECONDS", default_value_t = 40, value_parser = clap::value_parser!(u64).range(4..))]
     pub node_lease_duration_seconds: u64,
+    /// MemoryPressure below this much available memory, in MiB (the kubelet's
+    /// memory.available<100Mi).
+    #[arg(
+        long,
+        env = "SKIFF_AGENT_MEMORY_PRESSURE_BELOW_MIB",
+        default_value_t = 100
+    )]
+    pub memory_pressure_below_mib: u64,
+    /// DiskPressure below this share (percent) of the root dir's filesystem available
+    /// (the kubelet's nodefs.available<10%); 0 turns it off.
+    #[arg(
+        long,
+        env = "SKIFF_AGENT_DISK_PRESSURE_BELOW_PERCENT",
+        default_value_t = 10.0
+    )]
+    pub disk_pressure_below_percent: f64,
     /// CPU capacity to report [default: the machine's].
     #[arg(long, env = "SKIFF_AGENT_CPU")]
     pub cpu: Option<String>,
@@ -169,6 +185,14 @@ impl AgentArgs {
             0 => bail!("--server: no API server URL given"),
             1 => Ok(clients.remove(0).1),
             _ => Ok(crate::failover::Failover::client(clients, "default")),
+        }
+    }
+
+    fn thresholds(&self) -> crate::pressure::Thresholds {
+        crate::pressure::Thresholds {
+            memory_available_min: self.memory_pressure_below_mib << 20,
+            disk_available_min: self.disk_pressure_below_percent / 100.0,
+            ..Default::default()
         }
     }
 
@@ -317,6 +341,8 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<()> {
         runtime_version: format!("runc://{version}"),
         lease_duration: Duration::from_secs(args.node_lease_duration_seconds),
         renew_interval: Duration::from_secs(args.node_lease_duration_seconds) / 4,
+        state_dir: Some(args.root_dir.clone()),
+        thresholds: args.thresholds(),
     };
     node::register_until_done(&client, &cfg, &shutdown).await?;
     let pod_cidr = match &args.pod_cidr {
@@ -426,6 +452,8 @@ async fn run_simulated(
             runtime_version: "sim://0".into(),
             lease_duration: Duration::from_secs(args.node_lease_duration_seconds),
             renew_interval: Duration::from_secs(args.node_lease_duration_seconds) / 4,
+            state_dir: None,
+            thresholds: args.thresholds(),
         };
         let client = client.clone();
         let shutdown = shutdown.clone();

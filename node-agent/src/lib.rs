@@ -20,6 +20,7 @@ pub mod logs;
 pub mod net;
 pub mod node;
 pub mod pods;
+pub mod pressure;
 pub mod proxy;
 pub mod runtime;
 pub mod server;

@@ -3,6 +3,7 @@
 //! `kube-node-lease` renewed every 10 s, and status reports (every minute, and at once
 //! when something changes).
 
+use crate::pressure::Pressure;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -35,6 +36,21 @@ pub struct NodeConfig {
     pub lease_duration: Duration,
     /// Lease renewal period (10 s).
     pub renew_interval: Duration,
+    /// The agent's state directory, whose filesystem is watched for disk pressure;
+    /// None (simulated nodes): no pressure readings at all.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Where the pressure conditions start.
+    pub thresholds: crate::pressure::Thresholds,
+}
+
+impl NodeConfig {
+    /// The pressure conditions now (none for a simulated node).
+    fn pressure(&self) -> Pressure {
+        self.state_dir
+            .as_deref()
+            .map(|d| crate::pressure::observe(d, &self.thresholds))
+            .unwrap_or_default()
+    }
 }
 
 fn now() -> String {
@@ -90,7 +106,7 @@ pub fn default_ip() -> Ipv4Addr {
         .unwrap_or(Ipv4Addr::LOCALHOST)
 }
 
-fn status(cfg: &NodeConfig, old: Option<&Node>) -> Value {
+fn status(cfg: &NodeConfig, old: Option<&Node>, pressure: Pressure) -> Value {
     let t = now();
     let transition = |type_: &str, status: &str| -> String {
         old.and_then(|n| n.status.as_ref())
@@ -120,9 +136,21 @@ fn status(cfg: &NodeConfig, old: Option<&Node>) -> Value {
             "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
         },
         "conditions": [
-            cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            if pressure.memory {
+                cond("MemoryPressure", "True", "KubeletHasInsufficientMemory", "kubelet has insufficient memory available")
+            } else {
+                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available")
+            },
+            if pressure.disk {
+                cond("DiskPressure", "True", "KubeletHasDiskPressure", "kubelet has disk pressure")
+            } else {
+                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure")
+            },
+            if pressure.pid {
+                cond("PIDPressure", "True", "KubeletHasInsufficientPID", "kubelet has insufficient PID available")
+            } else {
+                cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available")
+            },
             cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
         ],
     }})
@@ -161,7 +189,7 @@ pub async fn register(client: &Client, cfg: &NodeConfig) -> Result<Node> {
     api.patch_status(
         &cfg.name,
         &PatchParams::default(),
-        &Patch::Merge(status(cfg, Some(&old))),
+        &Patch::Merge(status(cfg, Some(&old), cfg.pressure())),
     )
     .await
     .with_context(|| format!("posting the status of node {}", cfg.name))
@@ -253,8 +281,9 @@ async fn renew_lease(
     }
 }
 
-/// Renews the Lease every `renew_interval` and reposts status every minute (which also
-/// clears the node controller's not-ready taints after an outage), until `shutdown`.
+/// Renews the Lease every `renew_interval`, and reposts status every minute, when a
+/// pressure condition changes, and right after an outage (which clears the node
+/// controller's not-ready taints), until `shutdown`.
 pub async fn heartbeat(client: Client, cfg: NodeConfig, shutdown: CancellationToken) {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
@@ -266,6 +295,7 @@ pub async fn heartbeat(client: Client, cfg: NodeConfig, shutdown: CancellationTo
         ..Default::default()
     });
     let mut last_status = tokio::time::Instant::now();
+    let mut posted_pressure = cfg.pressure();
     let mut failing = false;
     loop {
         match renew_lease(&leases, &cfg, &owner).await {
@@ -282,9 +312,14 @@ pub async fn heartbeat(client: Client, cfg: NodeConfig, shutdown: CancellationTo
                 failing = true;
             }
         }
-        // Status: every minute, or right after a failure streak ends (the node
-        // controller may have marked the node Unknown meanwhile).
+        // Status: every minute, when pressure changes, or right after a failure
+        // streak ends (the node controller may have marked the node Unknown meanwhile).
+        let pressure = cfg.pressure();
+        if pressure != posted_pressure {
+            tracing::warn!(node = %cfg.name, ?pressure, "node pressure changed");
+        }
         if last_status.elapsed() >= Duration::from_secs(60)
+            || pressure != posted_pressure
             || !failing && last_status.elapsed() >= cfg.renew_interval * 3
         {
             let old = nodes.get(&cfg.name).await.ok();
@@ -294,18 +329,22 @@ pub async fn heartbeat(client: Client, cfg: NodeConfig, shutdown: CancellationTo
                 .and_then(|s| s.conditions.as_ref())
                 .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
                 .is_some_and(|c| c.status != "True");
-            if unknown || last_status.elapsed() >= Duration::from_secs(60) {
+            if unknown
+                || pressure != posted_pressure
+                || last_status.elapsed() >= Duration::from_secs(60)
+            {
                 if let Err(e) = nodes
                     .patch_status(
                         &cfg.name,
                         &PatchParams::default(),
-                        &Patch::Merge(status(&cfg, old.as_ref())),
+                        &Patch::Merge(status(&cfg, old.as_ref(), pressure)),
                     )
                     .await
                 {
                     tracing::warn!(node = %cfg.name, error = %e, "posting node status");
                 } else {
                     last_status = tokio::time::Instant::now();
+                    posted_pressure = pressure;
                 }
             }
         }

@@ -25,7 +25,7 @@ use anyhow::{Context, Result};
 use skiff_jepsen::testbed::{Host, Testbed};
 
 use crate::binaries::skiff_binary;
-use crate::node::{build_busybox, reset_agent, wait_node_ready};
+use crate::node::{build_busybox, reset_agent, wait_node_ready, NO_DISK_PRESSURE};
 use crate::server::{form_cluster, Server};
 
 /// The pods' bridge inside every worker's namespace (the agent's default).
@@ -69,6 +69,7 @@ impl Worker {
                 &self.host.addr.to_string(),
             ])
             .args(&self.flags)
+            .env(NO_DISK_PRESSURE.0, NO_DISK_PRESSURE.1)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -51,7 +51,13 @@ pub struct AgentServer {
     pub agent_port: u16,
     /// A separate `skiff agent` process (when the server runs without its own).
     agent: Option<std::process::Child>,
+    /// Extra environment of the separate agent process, for its next start.
+    pub agent_env: Vec<(String, String)>,
 }
+
+/// Test agents report no disk pressure: how full the test machine's disk is is not
+/// the tests' business, and a DiskPressure taint would leave their pods Pending.
+pub const NO_DISK_PRESSURE: (&str, &str) = ("SKIFF_AGENT_DISK_PRESSURE_BELOW_PERCENT", "0");
 
 /// Runs `skiff <args>` to completion (inside network namespace `netns`, if given); its
 /// stdout.
@@ -141,6 +147,7 @@ impl AgentServer {
         ];
         let mut server = Server::prepare(dir, "default", &extra)?;
         server.set_env("SKIFF_AGENT_BRIDGE", &bridge);
+        server.set_env(NO_DISK_PRESSURE.0, NO_DISK_PRESSURE.1);
         server.spawn()?;
         server.wait_ready(Duration::from_secs(60)).await?;
         let me = AgentServer {
@@ -150,6 +157,7 @@ impl AgentServer {
             node,
             agent_port,
             agent: None,
+            agent_env: Vec::new(),
         };
         me.wait_node_ready(Duration::from_secs(60)).await?;
         Ok(me)
@@ -168,6 +176,7 @@ impl AgentServer {
             node,
             agent_port,
             agent: None,
+            agent_env: Vec::new(),
         };
         me.start_agent()?;
         me.wait_node_ready(Duration::from_secs(60)).await?;
@@ -196,6 +205,8 @@ impl AgentServer {
                 "--bridge",
                 &self.bridge,
             ])
+            .env(NO_DISK_PRESSURE.0, NO_DISK_PRESSURE.1)
+            .envs(self.agent_env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use k8s_openapi::api::core::v1::{Endpoints, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 use skiff_tests::node::{
@@ -549,6 +549,95 @@ async fn services_reach_every_backend_from_the_node_and_from_a_pod_and_exec_work
     ensure!(
         r.code == Some(3),
         "kubectl exec exits with the command's code: {r:?}"
+    );
+    Ok(())
+}
+
+/// Whether node `name` has condition `type_` with `status`, and whether it has the
+/// NoSchedule taint `key`.
+async fn condition_and_taint(
+    nodes: &Api<Node>,
+    name: &str,
+    type_: &str,
+    key: &str,
+) -> Result<(String, bool)> {
+    let n = nodes.get(name).await?;
+    let status = n
+        .status
+        .and_then(|s| s.conditions)
+        .and_then(|cs| cs.into_iter().find(|c| c.type_ == type_))
+        .map(|c| c.status)
+        .unwrap_or_default();
+    let tainted = n
+        .spec
+        .and_then(|s| s.taints)
+        .is_some_and(|ts| ts.iter().any(|t| t.key == key && t.effect == "NoSchedule"));
+    Ok((status, tainted))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_under_disk_pressure_gets_no_pods_until_it_recovers() -> Result<()> {
+    require_node!();
+    let dir = tempfile::tempdir()?;
+    let mut node = AgentServer::start_split(dir.path(), 66).await?;
+    let client = node.server.kube_client().await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(client);
+    const TAINT: &str = "node.kubernetes.io/disk-pressure";
+
+    // The agent again, now told that any disk less than 100% free is under pressure.
+    node.kill_agent();
+    node.agent_env = vec![(
+        "SKIFF_AGENT_DISK_PRESSURE_BELOW_PERCENT".into(),
+        "100".into(),
+    )];
+    node.start_agent()?;
+    let t = Instant::now();
+    loop {
+        let (status, tainted) =
+            condition_and_taint(&nodes, &node.node, "DiskPressure", TAINT).await?;
+        if status == "True" && tainted {
+            break;
+        }
+        ensure!(
+            t.elapsed() < Duration::from_secs(30),
+            "DiskPressure {status:?}, tainted {tainted} after 30 s\n{}",
+            node.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    create(
+        &pods,
+        &pod(
+            "waits",
+            json!({"containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"]}]}),
+        ),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let p = pods.get("waits").await?;
+    ensure!(
+        phase(&p) == "Pending" && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none(),
+        "a pod is not scheduled onto a node under disk pressure: {:?}",
+        p.status
+    );
+
+    // Pressure gone: the condition clears, the taint goes, the pod runs.
+    node.kill_agent();
+    node.agent_env.clear();
+    node.start_agent()?;
+    node.wait_pod(
+        "default",
+        "waits",
+        Duration::from_secs(60),
+        "Running",
+        |p| phase(p) == "Running",
+    )
+    .await?;
+    let (status, tainted) = condition_and_taint(&nodes, &node.node, "DiskPressure", TAINT).await?;
+    ensure!(
+        status == "False" && !tainted,
+        "DiskPressure {status:?}, tainted {tainted}"
     );
     Ok(())
 }
