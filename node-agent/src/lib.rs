@@ -25,3 +25,8 @@ pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod shim;
+
+/// The current time as RFC 3339 (what status fields, records and CRI logs carry).
+pub(crate) fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}

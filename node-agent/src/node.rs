@@ -53,10 +53,6 @@ impl NodeConfig {
     }
 }
 
-fn now() -> String {
-    jiff::Timestamp::now().to_string()
-}
-
 fn os_image() -> String {
     std::fs::read_to_string("/etc/os-release")
         .ok()
@@ -107,7 +103,7 @@ pub fn default_ip() -> Ipv4Addr {
 }
 
 fn status(cfg: &NodeConfig, old: Option<&Node>, pressure: Pressure) -> Value {
-    let t = now();
+    let t = crate::now();
     let transition = |type_: &str, status: &str| -> String {
         old.and_then(|n| n.status.as_ref())
             .and_then(|s| s.conditions.as_ref())

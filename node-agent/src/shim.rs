@@ -122,10 +122,6 @@ fn write_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
     Ok(())
 }
 
-fn now() -> String {
-    jiff::Timestamp::now().to_string()
-}
-
 fn announce(line: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -200,7 +196,7 @@ pub fn run(args: ShimArgs) -> Result<()> {
         (true, Some(pid)) => {
             let started = Started {
                 pid,
-                started_at: now(),
+                started_at: crate::now(),
             };
             write_atomic(&args.state_dir.join("started.json"), &started)?;
             announce(&serde_json::json!({"pid": pid}));
@@ -215,7 +211,7 @@ pub fn run(args: ShimArgs) -> Result<()> {
                 exit_code: 128,
                 signal: None,
                 started_at: String::new(),
-                finished_at: now(),
+                finished_at: crate::now(),
                 oom_killed: false,
                 message: Some(message.clone()),
             };
@@ -243,7 +239,7 @@ pub fn run(args: ShimArgs) -> Result<()> {
             exit_code,
             signal,
             started_at,
-            finished_at: now(),
+            finished_at: crate::now(),
             oom_killed,
             message: None,
         },

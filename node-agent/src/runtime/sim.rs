@@ -51,10 +51,6 @@ impl SimRuntime {
     }
 }
 
-fn now() -> String {
-    jiff::Timestamp::now().to_string()
-}
-
 impl Runtime for SimRuntime {
     async fn setup_sandbox(&self, pod: &PodRef) -> Result<Ipv4Addr> {
         let mut g = self.inner.lock();
@@ -81,7 +77,7 @@ impl Runtime for SimRuntime {
         self.inner.lock().containers.insert(id.clone(), None);
         Ok(Running {
             id,
-            started_at: now(),
+            started_at: crate::now(),
             image_id: format!(
                 "sha256:{:064x}",
                 req.container.image.as_deref().unwrap_or_default().len()
@@ -105,7 +101,7 @@ impl Runtime for SimRuntime {
                     exit_code: code,
                     signal: (code == 137).then_some(9),
                     started_at: String::new(),
-                    finished_at: now(),
+                    finished_at: crate::now(),
                     oom_killed: false,
                     message: None,
                 });
