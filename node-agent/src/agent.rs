@@ -299,7 +299,15 @@ fn has_cgroup_mount(mountinfo: &str) -> bool {
 ///
 /// # Errors
 /// If preflight fails, or registration does.
-pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<()> {
+pub async fn run(mut args: AgentArgs, shutdown: CancellationToken) -> Result<()> {
+    // Absolute from here on: the paths end up in OCI bundles (mount sources, log files),
+    // which runc would read relative to each bundle, not to where the agent started.
+    args.root_dir = std::path::absolute(&args.root_dir)
+        .with_context(|| format!("--root-dir {}", args.root_dir.display()))?;
+    if let Some(d) = &args.log_dir {
+        args.log_dir =
+            Some(std::path::absolute(d).with_context(|| format!("--log-dir {}", d.display()))?);
+    }
     if args.reset {
         return reset(&args).await;
     }
