@@ -150,14 +150,17 @@ impl AgentArgs {
     /// # Errors
     /// If the kubeconfig cannot be read or the URL does not parse.
     pub async fn client(&self) -> Result<kube::Client> {
-        if let Some(path) = &self.kubeconfig {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        let with_token = |mut config: kube::Config| {
             if let Some(t) = &self.token {
                 config.auth_info.token = Some(t.clone().into());
             }
-            return Ok(kube::Client::try_from(config)?);
+            config
+        };
+        if let Some(path) = &self.kubeconfig {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+            return Ok(kube::Client::try_from(with_token(config))?);
         }
         let urls: Vec<&str> = self
             .server
@@ -167,13 +170,10 @@ impl AgentArgs {
             .collect();
         let mut clients = Vec::new();
         for url in &urls {
-            let mut config = kube::Config::new(
+            let mut config = with_token(kube::Config::new(
                 url.parse()
                     .with_context(|| format!("--server: {url:?} is not a URL"))?,
-            );
-            if let Some(t) = &self.token {
-                config.auth_info.token = Some(t.clone().into());
-            }
+            ));
             if urls.len() > 1 {
                 // A server that is off the network should not hold the node up for
                 // kube's default 30 s before the next one is tried.
@@ -188,12 +188,32 @@ impl AgentArgs {
         }
     }
 
-    fn thresholds(&self) -> crate::pressure::Thresholds {
-        crate::pressure::Thresholds {
-            memory_available_min: self.memory_pressure_below_mib << 20,
-            disk_available_min: self.disk_pressure_below_percent / 100.0,
-            ..Default::default()
-        }
+    /// The registration and heartbeat settings of node `name`, real or simulated (no
+    /// state dir: no pressure readings).
+    fn node_config(
+        &self,
+        name: String,
+        ip: Ipv4Addr,
+        runtime_version: String,
+        state_dir: Option<PathBuf>,
+    ) -> Result<NodeConfig> {
+        let lease = Duration::from_secs(self.node_lease_duration_seconds);
+        Ok(NodeConfig {
+            name,
+            ip,
+            port: self.port,
+            capacity: self.capacity(),
+            labels: self.labels()?,
+            runtime_version,
+            lease_duration: lease,
+            renew_interval: lease / 4,
+            state_dir,
+            thresholds: crate::pressure::Thresholds {
+                memory_available_min: self.memory_pressure_below_mib << 20,
+                disk_available_min: self.disk_pressure_below_percent / 100.0,
+                ..Default::default()
+            },
+        })
     }
 
     fn node_name(&self) -> String {
@@ -340,18 +360,12 @@ pub async fn run(mut args: AgentArgs, shutdown: CancellationToken) -> Result<()>
                 .map(|l| l.replace("runc version ", ""))
         })
         .unwrap_or_default();
-    let cfg = NodeConfig {
-        name: name.clone(),
+    let cfg = args.node_config(
+        name.clone(),
         ip,
-        port: args.port,
-        capacity: args.capacity(),
-        labels: args.labels()?,
-        runtime_version: format!("runc://{version}"),
-        lease_duration: Duration::from_secs(args.node_lease_duration_seconds),
-        renew_interval: Duration::from_secs(args.node_lease_duration_seconds) / 4,
-        state_dir: Some(args.root_dir.clone()),
-        thresholds: args.thresholds(),
-    };
+        format!("runc://{version}"),
+        Some(args.root_dir.clone()),
+    )?;
     node::register_until_done(&client, &cfg, &shutdown).await?;
     let pod_cidr = match &args.pod_cidr {
         Some(c) => c.clone(),
@@ -451,18 +465,12 @@ async fn run_simulated(
     let mut tasks = Vec::new();
     for i in 0..n {
         let name = format!("{prefix}-{i}");
-        let cfg = NodeConfig {
-            name: name.clone(),
-            ip: args.node_ip.unwrap_or(Ipv4Addr::LOCALHOST),
-            port: args.port,
-            capacity: args.capacity(),
-            labels: args.labels()?,
-            runtime_version: "sim://0".into(),
-            lease_duration: Duration::from_secs(args.node_lease_duration_seconds),
-            renew_interval: Duration::from_secs(args.node_lease_duration_seconds) / 4,
-            state_dir: None,
-            thresholds: args.thresholds(),
-        };
+        let cfg = args.node_config(
+            name.clone(),
+            args.node_ip.unwrap_or(Ipv4Addr::LOCALHOST),
+            "sim://0".into(),
+            None,
+        )?;
         let client = client.clone();
         let shutdown = shutdown.clone();
         let pod_cidr = args.pod_cidr.clone();

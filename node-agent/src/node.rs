@@ -117,6 +117,12 @@ fn status(cfg: &NodeConfig, old: Option<&Node>, pressure: Pressure) -> Value {
         json!({"type": type_, "status": status, "reason": reason, "message": message,
                "lastHeartbeatTime": t, "lastTransitionTime": transition(type_, status)})
     };
+    // A pressure condition: True with the first (reason, message), else False with the
+    // second.
+    let pressure_cond = |type_: &str, on: bool, yes: (&str, &str), no: (&str, &str)| {
+        let (status, (reason, message)) = if on { ("True", yes) } else { ("False", no) };
+        cond(type_, status, reason, message)
+    };
     json!({"status": {
         "capacity": cfg.capacity,
         "allocatable": cfg.capacity,
@@ -132,21 +138,9 @@ fn status(cfg: &NodeConfig, old: Option<&Node>, pressure: Pressure) -> Value {
             "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
         },
         "conditions": [
-            if pressure.memory {
-                cond("MemoryPressure", "True", "KubeletHasInsufficientMemory", "kubelet has insufficient memory available")
-            } else {
-                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available")
-            },
-            if pressure.disk {
-                cond("DiskPressure", "True", "KubeletHasDiskPressure", "kubelet has disk pressure")
-            } else {
-                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure")
-            },
-            if pressure.pid {
-                cond("PIDPressure", "True", "KubeletHasInsufficientPID", "kubelet has insufficient PID available")
-            } else {
-                cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available")
-            },
+            pressure_cond("MemoryPressure", pressure.memory, ("KubeletHasInsufficientMemory", "kubelet has insufficient memory available"), ("KubeletHasSufficientMemory", "kubelet has sufficient memory available")),
+            pressure_cond("DiskPressure", pressure.disk, ("KubeletHasDiskPressure", "kubelet has disk pressure"), ("KubeletHasNoDiskPressure", "kubelet has no disk pressure")),
+            pressure_cond("PIDPressure", pressure.pid, ("KubeletHasInsufficientPID", "kubelet has insufficient PID available"), ("KubeletHasSufficientPID", "kubelet has sufficient PID available")),
             cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
         ],
     }})
@@ -314,10 +308,10 @@ pub async fn heartbeat(client: Client, cfg: NodeConfig, shutdown: CancellationTo
         if pressure != posted_pressure {
             tracing::warn!(node = %cfg.name, ?pressure, "node pressure changed");
         }
-        if last_status.elapsed() >= Duration::from_secs(60)
-            || pressure != posted_pressure
-            || !failing && last_status.elapsed() >= cfg.renew_interval * 3
-        {
+        // Due regardless of what the API shows; otherwise only if the node is shown
+        // not Ready (which needs a read to find out).
+        let due = last_status.elapsed() >= Duration::from_secs(60) || pressure != posted_pressure;
+        if due || !failing && last_status.elapsed() >= cfg.renew_interval * 3 {
             let old = nodes.get(&cfg.name).await.ok();
             let unknown = old
                 .as_ref()
@@ -325,10 +319,7 @@ pub async fn heartbeat(client: Client, cfg: NodeConfig, shutdown: CancellationTo
                 .and_then(|s| s.conditions.as_ref())
                 .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
                 .is_some_and(|c| c.status != "True");
-            if unknown
-                || pressure != posted_pressure
-                || last_status.elapsed() >= Duration::from_secs(60)
-            {
+            if due || unknown {
                 if let Err(e) = nodes
                     .patch_status(
                         &cfg.name,
