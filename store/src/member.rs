@@ -219,6 +219,7 @@ impl Member {
         .map_err(|e| StoreError::InvalidArgument(format!("raft configuration: {e}")))?;
         let network = NetworkFactory {
             channels: peers.clone(),
+            metrics: metrics.clone(),
         };
         let raft = Raft::new(id, Arc::new(raft_config), network, log_store, sm)
             .await

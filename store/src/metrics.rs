@@ -39,6 +39,10 @@ pub struct Metrics {
     pub fsync_batch: Histogram,
     /// Time to apply one entry (seconds).
     pub apply: Histogram,
+    /// AppendEntries round trip to a peer, as the sender sees it (seconds).
+    pub peer_round_trip: Histogram,
+    /// Time this member took to handle an AppendEntries from the leader (seconds).
+    pub peer_append_handle: Histogram,
     /// Size of the database (bytes).
     pub db_size: Gauge,
     /// Current MVCC revision.
@@ -81,6 +85,8 @@ impl Metrics {
             fsync: lat(),
             fsync_batch: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             apply: lat(),
+            peer_round_trip: Histogram::new(exponential_buckets(0.00005, 2.0, 18)),
+            peer_append_handle: Histogram::new(exponential_buckets(0.00005, 2.0, 18)),
             db_size: Gauge::default(),
             revision: Gauge::default(),
             compact_revision: Gauge::default(),
@@ -104,6 +110,16 @@ impl Metrics {
             "etcd_server_leader_changes_seen",
             "Leader changes seen",
             m.leader_changes.clone(),
+        );
+        m.registry.register(
+            "etcd_network_peer_round_trip_time_seconds",
+            "AppendEntries round trip to a peer (request sent to response decoded)",
+            m.peer_round_trip.clone(),
+        );
+        m.registry.register(
+            "skiff_peer_append_entries_handle_seconds",
+            "Time to handle an AppendEntries from the leader (decode, append, fsync, reply)",
+            m.peer_append_handle.clone(),
         );
         m.registry
             .register("skiff_raft_term", "Current raft term", m.term.clone());

@@ -7,13 +7,15 @@
 //! - [`log_store`]: the raft log with group-committed fsync.
 //! - [`state_machine`]: applying entries to MVCC, leases and cluster metadata.
 //! - [`snapshot`]: the snapshot file format.
-//! - [`network`]: the peer gRPC client (openraft `RaftNetwork`) and server.
+//! - [`network`]: the peer client (openraft `RaftNetwork`).
+//! - [`wire`]: the framing of AppendEntries and Vote on a plain TCP connection.
 
 pub mod log_store;
 pub mod network;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;
+pub mod wire;
 
 pub use log_store::LogStore;
 pub use state_machine::StateMachine;

@@ -1,13 +1,14 @@
-//! The peer network, client side: openraft's `RaftNetwork` over the `skiff.raft.v1`
-//! gRPC service. Raft messages travel as bincode payloads; a snapshot is streamed from
-//! its file in 1 MiB chunks over a single call with no per-chunk deadline.
+//! The peer network, client side: openraft's `RaftNetwork`. AppendEntries and Vote travel
+//! on the raft wire (`raft::wire`: bincode frames on one TCP connection per replication
+//! stream); a snapshot is streamed from its file in 1 MiB chunks over a single call of
+//! the `skiff.raft.v1` gRPC service, with no per-chunk deadline.
 //!
 //! The server side is `server::peer`.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
@@ -20,13 +21,20 @@ use openraft::raft::{
 use openraft::AnyError;
 use parking_lot::Mutex;
 use skiff_proto::raft::raft_peer_client::RaftPeerClient;
-use skiff_proto::raft::{Payload, SnapshotChunk};
-use tokio::io::AsyncReadExt;
+use skiff_proto::raft::SnapshotChunk;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::config::url_host_port;
+use crate::metrics::Metrics;
 use crate::raft::types::{
     decode, encode, MemberNode, NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote,
 };
+use crate::raft::wire;
+
+/// How long a peer connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Largest peer message (raft batches of entries, each up to the request limit).
 pub const MAX_PEER_MESSAGE: usize = 256 << 20;
@@ -48,7 +56,7 @@ impl PeerChannels {
             Some(c) => c.clone(),
             None => {
                 let c = Endpoint::from_shared(url.to_string())?
-                    .connect_timeout(Duration::from_secs(1))
+                    .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(5))
                     .keep_alive_timeout(Duration::from_secs(5))
@@ -64,10 +72,12 @@ impl PeerChannels {
 }
 
 /// openraft's network factory.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct NetworkFactory {
     /// Channels by peer URL.
     pub channels: PeerChannels,
+    /// Where round trips are recorded.
+    pub metrics: Arc<Metrics>,
 }
 
 /// A connection to one peer.
@@ -75,6 +85,9 @@ pub struct PeerConn {
     target: NodeId,
     url: String,
     channels: PeerChannels,
+    metrics: Arc<Metrics>,
+    /// The raft wire connection, opened on first use and after a failure.
+    conn: Option<BufReader<TcpStream>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -85,6 +98,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             url: node.peer_urls.first().cloned().unwrap_or_default(),
             channels: self.channels.clone(),
+            metrics: self.metrics.clone(),
+            conn: None,
         }
     }
 }
@@ -93,35 +108,102 @@ fn net_err(msg: impl ToString) -> NetworkError {
     NetworkError::new(&AnyError::error(msg))
 }
 
-fn status_err<E: std::error::Error>(s: tonic::Status) -> RPCError<NodeId, MemberNode, E> {
-    match s.code() {
-        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&s)),
-        _ => RPCError::Network(NetworkError::new(&s)),
+/// Why a raft wire call failed.
+enum WireFailure {
+    /// No connection could be made: the peer is down or unreachable.
+    Connect(std::io::Error),
+    /// The connection failed or was closed during the exchange.
+    Io(std::io::Error),
+}
+
+/// Opens a raft wire connection (`raft::wire`) to the peer at `url`.
+async fn wire_connect(url: &str) -> std::io::Result<BufReader<TcpStream>> {
+    let addr = url_host_port(url);
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    // Without it a reply can wait for a delayed ACK and stall the log pipeline.
+    stream.set_nodelay(true)?;
+    let mut stream = BufReader::new(stream);
+    stream.write_all(wire::MAGIC).await?;
+    Ok(stream)
+}
+
+/// One request and its response on `conn`, connecting first when there is none.
+async fn wire_exchange(
+    conn: &mut Option<BufReader<TcpStream>>,
+    url: &str,
+    kind: u8,
+    body: &[u8],
+) -> Result<Vec<u8>, WireFailure> {
+    if conn.is_none() {
+        *conn = Some(wire_connect(url).await.map_err(WireFailure::Connect)?);
+    }
+    let Some(c) = conn.as_mut() else {
+        unreachable!("connected above")
+    };
+    wire::write_frame(c, &[kind], body)
+        .await
+        .map_err(WireFailure::Io)?;
+    match wire::read_frame(c).await {
+        Ok(Some(b)) => Ok(b),
+        Ok(None) => Err(WireFailure::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "peer closed the connection",
+        ))),
+        Err(e) => Err(WireFailure::Io(e)),
     }
 }
 
 impl PeerConn {
+    /// A raft RPC over the raft wire, within the RPC's hard TTL. A failed connection is
+    /// dropped; a call that failed on a reused connection (the peer restarted since) is
+    /// retried once on a fresh one, which is safe: AppendEntries and Vote are idempotent.
     async fn call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
-        &self,
+        &mut self,
+        kind: u8,
         rpc: &Req,
         option: &RPCOption,
-        vote: bool,
     ) -> Result<Result<Resp, RaftError<NodeId>>, RPCError<NodeId, MemberNode, RaftError<NodeId>>>
     {
-        let mut client = self
-            .channels
-            .client(&self.url)
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let data = encode(rpc).map_err(|e| RPCError::Network(net_err(e)))?;
-        let mut req = tonic::Request::new(Payload { data });
-        req.set_timeout(option.hard_ttl());
-        let resp = if vote {
-            client.vote(req).await
-        } else {
-            client.append_entries(req).await
+        let body = encode(rpc).map_err(|e| RPCError::Network(net_err(e)))?;
+        let url = self.url.as_str();
+        let conn = &mut self.conn;
+        let attempt = async {
+            let reused = conn.is_some();
+            match wire_exchange(conn, url, kind, &body).await {
+                Err(WireFailure::Io(_)) if reused => {
+                    *conn = None;
+                    wire_exchange(conn, url, kind, &body).await
+                }
+                r => r,
+            }
         };
-        let payload = resp.map_err(status_err)?.into_inner();
-        decode(&payload.data).map_err(|e| RPCError::Network(net_err(e)))
+        let r = tokio::time::timeout(option.hard_ttl(), attempt).await;
+        let reply = match r {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(WireFailure::Connect(e))) => {
+                self.conn = None;
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
+            Ok(Err(WireFailure::Io(e))) => {
+                self.conn = None;
+                return Err(RPCError::Network(NetworkError::new(&e)));
+            }
+            Err(_) => {
+                // The reply may still arrive; it must not be read as the next call's.
+                self.conn = None;
+                return Err(RPCError::Network(net_err(format!(
+                    "no reply from {} within {:?}",
+                    self.url,
+                    option.hard_ttl()
+                ))));
+            }
+        };
+        decode(&reply).map_err(|e| {
+            self.conn = None;
+            RPCError::Network(net_err(e))
+        })
     }
 }
 
@@ -132,9 +214,12 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MemberNode, RaftError<NodeId>>>
     {
-        self.call(&rpc, &option, false)
-            .await?
-            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        let started = Instant::now();
+        let r = self.call(wire::KIND_APPEND, &rpc, &option).await;
+        self.metrics
+            .peer_round_trip
+            .observe(started.elapsed().as_secs_f64());
+        r?.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
     async fn vote(
@@ -142,7 +227,7 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, MemberNode, RaftError<NodeId>>> {
-        self.call(&rpc, &option, true)
+        self.call(wire::KIND_VOTE, &rpc, &option)
             .await?
             .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }

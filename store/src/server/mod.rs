@@ -145,19 +145,26 @@ pub async fn start(config: StoreConfig) -> Result<RunningStore> {
                     _ = sd.changed() => return,
                 }
             };
-            let svc = RaftPeerServer::new(peer::PeerService { member })
-                .max_decoding_message_size(MAX_PEER_MESSAGE)
-                .max_encoding_message_size(MAX_PEER_MESSAGE);
-            // tonic only applies `tcp_nodelay` to listeners it binds itself; without it,
-            // raft replies wait for delayed ACKs (~40 ms) and stall the log pipeline.
-            let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+            let svc = RaftPeerServer::new(peer::PeerService {
+                member: member.clone(),
+            })
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE);
+            // One port for both: `peer::accept` serves raft wire connections itself and
+            // passes the others (HTTP/2) on to tonic.
+            let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel(64);
+            let acceptor = tokio::spawn(peer::accept(l, member, grpc_tx, sd.clone()));
             let r = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = sd.changed().await;
-                })
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::ReceiverStream::new(grpc_rx),
+                    async move {
+                        let _ = sd.changed().await;
+                    },
+                )
                 .await;
+            acceptor.abort();
             if let Err(e) = r {
                 tracing::error!(error = %e, "peer server failed");
             }

@@ -1,11 +1,16 @@
-//! The peer service (`skiff.raft.v1.RaftPeer`), server side: raft RPCs, streamed
-//! snapshot installation, and requests forwarded by other members.
+//! The peer port, server side: the raft wire (`raft::wire`) for AppendEntries and Vote,
+//! and the gRPC peer service (`skiff.raft.v1.RaftPeer`) for streamed snapshot
+//! installation, requests forwarded by other members, and raft RPCs from members that
+//! speak them over gRPC. Both share the port; a connection's first bytes tell them apart.
 
 use std::sync::Arc;
 
 use skiff_proto::raft::raft_peer_server::RaftPeer;
 use skiff_proto::raft::{Payload, SnapshotChunk};
-use tokio::io::AsyncWriteExt;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -13,6 +18,7 @@ use crate::error::StoreError;
 use crate::member::{Forward, Member};
 use crate::raft::network::SnapshotHeaderMsg;
 use crate::raft::types::{decode, encode, Snapshot, SnapshotFile};
+use crate::raft::wire;
 
 /// Peer service over a member.
 pub struct PeerService {
@@ -87,5 +93,171 @@ impl RaftPeer for PeerService {
         let req: Forward = decode(&request.into_inner().data).map_err(bad)?;
         let r = self.member.handle_forward(req).await;
         payload(&r)
+    }
+}
+
+/// Accepts peer connections on `listener` until `shutdown` changes: raft wire
+/// connections are served here, the rest are handed to the gRPC server through `grpc`.
+pub async fn accept(
+    listener: TcpListener,
+    member: Arc<Member>,
+    grpc: tokio::sync::mpsc::Sender<std::io::Result<TcpStream>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // EMFILE and the like: the next accept may succeed.
+                    tracing::warn!(error = %e, "accepting a peer connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        // Without it replies wait for delayed ACKs (~40 ms) and stall the log pipeline.
+        let _ = stream.set_nodelay(true);
+        let member = member.clone();
+        let grpc = grpc.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            match is_raft_wire(&stream, wire::PREFACE_TIMEOUT).await {
+                Ok(true) => serve_raft_wire(member, stream, shutdown).await,
+                Ok(false) => {
+                    let _ = grpc.send(Ok(stream)).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "peer connection closed before its preface"),
+            }
+        });
+    }
+}
+
+/// Whether the connection starts with the raft wire's magic (without consuming it);
+/// an error when it closes or sends too little within `timeout`.
+async fn is_raft_wire(stream: &TcpStream, timeout: std::time::Duration) -> std::io::Result<bool> {
+    let mut head = [0u8; wire::MAGIC.len()];
+    let peek = async {
+        loop {
+            let n = stream.peek(&mut head).await?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed",
+                ));
+            }
+            // Decided as soon as the bytes so far rule the magic out, or complete it.
+            if head[..n] != wire::MAGIC[..n] {
+                return Ok(false);
+            }
+            if n == head.len() {
+                return Ok(true);
+            }
+            // Part of the magic so far (clients send it in one write, so this is rare).
+            // `readable` would be ready at once with those bytes unread: wait instead.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(timeout, peek)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no preface"))?
+}
+
+/// Serves raft wire requests on one connection, in turn, until it closes.
+async fn serve_raft_wire(
+    member: Arc<Member>,
+    stream: TcpStream,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut conn = BufReader::new(stream);
+    let mut magic = [0u8; wire::MAGIC.len()];
+    if conn.read_exact(&mut magic).await.is_err() {
+        return;
+    }
+    loop {
+        let frame = tokio::select! {
+            f = wire::read_frame(&mut conn) => f,
+            _ = shutdown.changed() => return,
+        };
+        let body = match frame {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "raft wire: bad frame; closing the connection");
+                return;
+            }
+        };
+        let reply = match handle_raft_wire(&member, &body).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "raft wire: bad request; closing the connection");
+                return;
+            }
+        };
+        if wire::write_frame(&mut conn, &[], &reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One raft wire request: its kind byte and bincode RPC in, the bincode result out.
+async fn handle_raft_wire(member: &Member, body: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let Some((&kind, rpc)) = body.split_first() else {
+        return Err(StoreError::InvalidArgument("empty raft request".into()));
+    };
+    match kind {
+        wire::KIND_APPEND => {
+            let started = Instant::now();
+            let r = member.raft.append_entries(decode(rpc)?).await;
+            member
+                .metrics
+                .peer_append_handle
+                .observe(started.elapsed().as_secs_f64());
+            encode(&r)
+        }
+        wire::KIND_VOTE => encode(&member.raft.vote(decode(rpc)?).await),
+        k => Err(StoreError::InvalidArgument(format!(
+            "unknown raft request kind {k}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn first_bytes_tell(parts: &[&[u8]]) -> std::io::Result<bool> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+        let client = tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await?;
+            for p in parts {
+                c.write_all(&p).await?;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            // Held open until the server has decided.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            std::io::Result::Ok(())
+        });
+        let (server, _) = listener.accept().await?;
+        let r = is_raft_wire(&server, std::time::Duration::from_millis(500)).await;
+        client.await.expect("client task")?;
+        r
+    }
+
+    #[tokio::test]
+    async fn http2_and_raft_wire_connections_are_told_apart() {
+        assert!(!first_bytes_tell(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"])
+            .await
+            .unwrap());
+        // The magic split over two segments is still recognised.
+        assert!(first_bytes_tell(&[&wire::MAGIC[..3], &wire::MAGIC[3..]])
+            .await
+            .unwrap());
+        // A connection closed before its preface is an error, not a guess.
+        assert!(first_bytes_tell(&[&wire::MAGIC[..3]]).await.is_err());
+        assert!(first_bytes_tell(&[]).await.is_err());
     }
 }
