@@ -27,6 +27,7 @@ use crate::raft::state_machine::{lease_keys, SmShared, StateMachine};
 use crate::raft::types::{
     decode, encode, ApplyResult, MemberNode, NodeId, Raft, Request, Response,
 };
+use crate::raft::wire::ForwardFailure;
 use crate::raft::LogStore;
 use crate::storage::{self, schema};
 
@@ -310,22 +311,20 @@ impl Member {
             None => self.wait_for_leader().await?,
         };
         let url = self.peer_url(leader).ok_or(StoreError::NoLeader)?;
-        let mut client = self
+        let reply = self
             .peers
-            .client(&url)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let mut r = tonic::Request::new(Payload { data: encode(req)? });
-        r.set_timeout(self.config.request_timeout);
-        let resp = client.forward(r).await.map_err(|s| match s.code() {
-            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => StoreError::Timeout,
-            // Could not connect: the request was never sent, so it is safe to retry.
-            tonic::Code::Unavailable if is_connect_error(&s) => StoreError::NoLeader,
-            _ => StoreError::Unavailable(format!(
-                "etcdserver: forwarding to the leader failed: {}",
-                s.message()
-            )),
-        })?;
-        decode::<Result<ForwardReply>>(&resp.into_inner().data)?
+            .forwarder(&url)
+            .call(&encode(req)?, self.config.request_timeout)
+            .await
+            .map_err(|e| match e {
+                ForwardFailure::Timeout => StoreError::Timeout,
+                // Could not connect: the request was never sent, so it is safe to retry.
+                ForwardFailure::Connect(_) => StoreError::NoLeader,
+                ForwardFailure::Lost => StoreError::Unavailable(
+                    "etcdserver: forwarding to the leader failed: connection lost".into(),
+                ),
+            })?;
+        decode::<Result<ForwardReply>>(&reply)?
     }
 
     /// Waits (bounded by an election timeout or two) for a leader to be known.
@@ -800,12 +799,6 @@ impl Member {
         tokio::spawn(leadership_loop(self.clone(), shutdown.clone()));
         tokio::spawn(housekeeping_loop(self.clone(), shutdown));
     }
-}
-
-/// Whether a transport failure happened before the request left this member.
-fn is_connect_error(s: &tonic::Status) -> bool {
-    let m = s.message().to_ascii_lowercase();
-    m.contains("connect") || m.contains("connection refused")
 }
 
 fn membership_err<E: std::fmt::Display>(e: E) -> StoreError {

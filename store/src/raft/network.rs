@@ -22,30 +22,36 @@ use openraft::AnyError;
 use parking_lot::Mutex;
 use skiff_proto::raft::raft_peer_client::RaftPeerClient;
 use skiff_proto::raft::SnapshotChunk;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::config::url_host_port;
 use crate::metrics::Metrics;
 use crate::raft::types::{
     decode, encode, MemberNode, NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote,
 };
-use crate::raft::wire;
-
-/// How long a peer connection may take to open.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+use crate::raft::wire::{self, Forwarder, CONNECT_TIMEOUT};
 
 /// Largest peer message (raft batches of entries, each up to the request limit).
 pub const MAX_PEER_MESSAGE: usize = 256 << 20;
 
-/// Shares one gRPC channel per peer URL between raft replication and forwarding.
+/// Shares one gRPC channel and one forward connection per peer URL.
 #[derive(Clone, Default)]
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    forwarders: Arc<Mutex<HashMap<String, Arc<Forwarder>>>>,
 }
 
 impl PeerChannels {
+    /// The forwarder (requests relayed to another member) for the peer at `url`.
+    pub fn forwarder(&self, url: &str) -> Arc<Forwarder> {
+        self.forwarders
+            .lock()
+            .entry(url.to_string())
+            .or_insert_with(|| Arc::new(Forwarder::new(url)))
+            .clone()
+    }
+
     /// A client for the peer at `url` (connected lazily, reconnecting on demand).
     ///
     /// # Errors
@@ -116,17 +122,9 @@ enum WireFailure {
     Io(std::io::Error),
 }
 
-/// Opens a raft wire connection (`raft::wire`) to the peer at `url`.
+/// Opens a raft wire connection to the peer at `url`.
 async fn wire_connect(url: &str) -> std::io::Result<BufReader<TcpStream>> {
-    let addr = url_host_port(url);
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    // Without it a reply can wait for a delayed ACK and stall the log pipeline.
-    stream.set_nodelay(true)?;
-    let mut stream = BufReader::new(stream);
-    stream.write_all(wire::MAGIC).await?;
-    Ok(stream)
+    Ok(BufReader::new(wire::connect(url, wire::MAGIC).await?))
 }
 
 /// One request and its response on `conn`, connecting first when there is none.

@@ -123,9 +123,10 @@ pub async fn accept(
         let grpc = grpc.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            match is_raft_wire(&stream, wire::PREFACE_TIMEOUT).await {
-                Ok(true) => serve_raft_wire(member, stream, shutdown).await,
-                Ok(false) => {
+            match preface(&stream, wire::PREFACE_TIMEOUT).await {
+                Ok(Preface::Raft) => serve_raft_wire(member, stream, shutdown).await,
+                Ok(Preface::Forward) => serve_forwarded(member, stream, shutdown).await,
+                Ok(Preface::Grpc) => {
                     let _ = grpc.send(Ok(stream)).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "peer connection closed before its preface"),
@@ -134,9 +135,20 @@ pub async fn accept(
     }
 }
 
-/// Whether the connection starts with the raft wire's magic (without consuming it);
-/// an error when it closes or sends too little within `timeout`.
-async fn is_raft_wire(stream: &TcpStream, timeout: std::time::Duration) -> std::io::Result<bool> {
+/// What a peer connection carries.
+#[derive(Debug, PartialEq)]
+enum Preface {
+    /// Raft RPCs on the raft wire.
+    Raft,
+    /// Forwarded requests on the raft wire.
+    Forward,
+    /// Anything else: HTTP/2 for the gRPC peer service.
+    Grpc,
+}
+
+/// What the connection carries, from its first bytes (left unread); an error when it
+/// closes or sends too little within `timeout`.
+async fn preface(stream: &TcpStream, timeout: std::time::Duration) -> std::io::Result<Preface> {
     let mut head = [0u8; wire::MAGIC.len()];
     let peek = async {
         loop {
@@ -147,12 +159,16 @@ async fn is_raft_wire(stream: &TcpStream, timeout: std::time::Duration) -> std::
                     "closed",
                 ));
             }
-            // Decided as soon as the bytes so far rule the magic out, or complete it.
-            if head[..n] != wire::MAGIC[..n] {
-                return Ok(false);
+            // Decided as soon as the bytes so far rule both magics out, or complete one.
+            if head[..n] != wire::MAGIC[..n] && head[..n] != wire::MAGIC_FORWARD[..n] {
+                return Ok(Preface::Grpc);
             }
             if n == head.len() {
-                return Ok(true);
+                return Ok(if &head == wire::MAGIC {
+                    Preface::Raft
+                } else {
+                    Preface::Forward
+                });
             }
             // Part of the magic so far (clients send it in one write, so this is rare).
             // `readable` would be ready at once with those bytes unread: wait instead.
@@ -201,6 +217,65 @@ async fn serve_raft_wire(
     }
 }
 
+/// Serves forwarded requests on one connection until it closes: each runs in its own
+/// task, answers go back tagged with the request's id as they complete.
+async fn serve_forwarded(
+    member: Arc<Member>,
+    stream: TcpStream,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let (r, w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut magic = [0u8; wire::MAGIC_FORWARD.len()];
+    if r.read_exact(&mut magic).await.is_err() {
+        return;
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = tokio::spawn(wire::write_queued(w, rx));
+    loop {
+        let frame = tokio::select! {
+            f = wire::read_frame(&mut r) => f,
+            _ = shutdown.changed() => break,
+        };
+        let body = match frame {
+            Ok(Some(b)) => b,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "forward wire: bad frame; closing the connection");
+                break;
+            }
+        };
+        let Some((id, req)) = body.split_at_checked(8) else {
+            tracing::warn!("forward wire: frame without a request id; closing the connection");
+            break;
+        };
+        let id: [u8; 8] = id.try_into().unwrap_or_default();
+        let req: Forward = match decode(req) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "forward wire: bad request; closing the connection");
+                break;
+            }
+        };
+        let member = member.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let r = member.handle_forward(req).await;
+            match encode(&r)
+                .and_then(|b| wire::frame(&id, &b).map_err(|e| StoreError::Internal(e.to_string())))
+            {
+                Ok(frame) => {
+                    let _ = tx.send(frame);
+                }
+                Err(e) => tracing::warn!(error = %e, "forward wire: cannot encode an answer"),
+            }
+        });
+    }
+    // Answers still being computed are dropped with the connection; the caller sees it
+    // lost and reports the outcome as unknown.
+    writer.abort();
+}
+
 /// One raft wire request: its kind byte and bincode RPC in, the bincode result out.
 async fn handle_raft_wire(member: &Member, body: &[u8]) -> Result<Vec<u8>, StoreError> {
     let Some((&kind, rpc)) = body.split_first() else {
@@ -227,7 +302,7 @@ async fn handle_raft_wire(member: &Member, body: &[u8]) -> Result<Vec<u8>, Store
 mod tests {
     use super::*;
 
-    async fn first_bytes_tell(parts: &[&[u8]]) -> std::io::Result<bool> {
+    async fn first_bytes_tell(parts: &[&[u8]]) -> std::io::Result<Preface> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
@@ -242,20 +317,20 @@ mod tests {
             std::io::Result::Ok(())
         });
         let (server, _) = listener.accept().await?;
-        let r = is_raft_wire(&server, std::time::Duration::from_millis(500)).await;
+        let r = preface(&server, std::time::Duration::from_millis(500)).await;
         client.await.expect("client task")?;
         r
     }
 
     #[tokio::test]
     async fn http2_and_raft_wire_connections_are_told_apart() {
-        assert!(!first_bytes_tell(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"])
-            .await
-            .unwrap());
-        // The magic split over two segments is still recognised.
-        assert!(first_bytes_tell(&[&wire::MAGIC[..3], &wire::MAGIC[3..]])
-            .await
-            .unwrap());
+        let h2 = first_bytes_tell(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]).await;
+        assert_eq!(h2.unwrap(), Preface::Grpc);
+        // A magic split over two segments is still recognised.
+        let raft = first_bytes_tell(&[&wire::MAGIC[..3], &wire::MAGIC[3..]]).await;
+        assert_eq!(raft.unwrap(), Preface::Raft);
+        let fwd = first_bytes_tell(&[wire::MAGIC_FORWARD]).await;
+        assert_eq!(fwd.unwrap(), Preface::Forward);
         // A connection closed before its preface is an error, not a guess.
         assert!(first_bytes_tell(&[&wire::MAGIC[..3]]).await.is_err());
         assert!(first_bytes_tell(&[]).await.is_err());
