@@ -777,6 +777,11 @@ impl Member {
             )
             .await
             {
+                // A peer that has not applied the initial membership yet (a cluster
+                // that is still forming) lists no one: it cannot tell.
+                if members.is_empty() {
+                    continue;
+                }
                 if cluster_id != self.cluster_id || members.iter().any(|m| m.id == self.id) {
                     return false;
                 }
@@ -1120,16 +1125,26 @@ async fn housekeeping_loop(member: Arc<Member>, mut shutdown: tokio::sync::watch
     let mut published = false;
     let mut promoting: BTreeSet<NodeId> = BTreeSet::new();
     let mut ticks: u64 = 0;
+    let mut removed_seen = 0u32;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
         ticks += 1;
-        if ticks.is_multiple_of(8) && !member.is_leader() && member.check_removed().await {
-            tracing::warn!("the cluster no longer lists this member: it was removed");
-            let _ = member.removed.send(true);
-            return;
+        if ticks.is_multiple_of(8) && !member.is_leader() {
+            // Two checks in a row, 2 s apart: one answer from a peer whose applied
+            // membership lags a change must not make this member leave.
+            if member.check_removed().await {
+                removed_seen += 1;
+            } else {
+                removed_seen = 0;
+            }
+            if removed_seen >= 2 {
+                tracing::warn!("the cluster no longer lists this member: it was removed");
+                let _ = member.removed.send(true);
+                return;
+            }
         }
         let s = &member.sm;
         let db_size = storage::db_size(&s.db);

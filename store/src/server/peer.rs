@@ -180,6 +180,26 @@ async fn preface(stream: &TcpStream, timeout: std::time::Duration) -> std::io::R
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no preface"))?
 }
 
+/// The next frame from a wire connection; `None` when it closed, sent a bad frame (logged
+/// as `what`) or the member is shutting down.
+async fn next_frame<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    what: &str,
+) -> Option<Vec<u8>> {
+    let frame = tokio::select! {
+        f = wire::read_frame(r) => f,
+        _ = shutdown.changed() => return None,
+    };
+    match frame {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "{what}: bad frame; closing the connection");
+            None
+        }
+    }
+}
+
 /// Serves raft wire requests on one connection, in turn, until it closes.
 async fn serve_raft_wire(
     member: Arc<Member>,
@@ -192,17 +212,8 @@ async fn serve_raft_wire(
         return;
     }
     loop {
-        let frame = tokio::select! {
-            f = wire::read_frame(&mut conn) => f,
-            _ = shutdown.changed() => return,
-        };
-        let body = match frame {
-            Ok(Some(b)) => b,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "raft wire: bad frame; closing the connection");
-                return;
-            }
+        let Some(body) = next_frame(&mut conn, &mut shutdown, "raft wire").await else {
+            return;
         };
         let reply = match handle_raft_wire(&member, &body).await {
             Ok(r) => r,
@@ -233,17 +244,8 @@ async fn serve_forwarded(
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let writer = tokio::spawn(wire::write_queued(w, rx));
     loop {
-        let frame = tokio::select! {
-            f = wire::read_frame(&mut r) => f,
-            _ = shutdown.changed() => break,
-        };
-        let body = match frame {
-            Ok(Some(b)) => b,
-            Ok(None) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, "forward wire: bad frame; closing the connection");
-                break;
-            }
+        let Some(body) = next_frame(&mut r, &mut shutdown, "forward wire").await else {
+            break;
         };
         let Some((id, req)) = body.split_at_checked(8) else {
             tracing::warn!("forward wire: frame without a request id; closing the connection");
