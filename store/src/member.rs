@@ -201,7 +201,12 @@ impl Member {
             "starting store member"
         );
 
-        let log_store = LogStore::new(db.clone(), metrics.clone(), config.unsafe_no_fsync);
+        let log_store = LogStore::new(
+            db.clone(),
+            &dir.join("wal"),
+            metrics.clone(),
+            config.unsafe_no_fsync,
+        )?;
         let sm = StateMachine::open(db.clone(), &dir.join("snap"), metrics.clone())?;
         let shared = sm.shared.clone();
         let election = config.election_timeout.as_millis() as u64;

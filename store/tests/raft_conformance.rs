@@ -14,7 +14,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let dir = tempfile::tempdir().expect("tempdir");
         let db = skiff_store::storage::open_db(&dir.path().join("db")).expect("open db");
         let metrics = Arc::new(Metrics::new());
-        let log = LogStore::new(db.clone(), metrics.clone(), false);
+        let log = LogStore::new(db.clone(), &dir.path().join("wal"), metrics.clone(), false)
+            .expect("open log");
         let sm =
             StateMachine::open(db, &dir.path().join("snap"), metrics).expect("open state machine");
         Ok((dir, log, sm))

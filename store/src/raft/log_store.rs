@@ -1,35 +1,50 @@
-//! The raft log on RocksDB (`raft_log` and `raft_meta` column families), with group
-//! commit.
+//! The raft log: entries in the log's own segment files (`raft::wal`), the vote, the
+//! purge point and the commit point in RocksDB's `raft_meta` column family.
 //!
-//! `append` writes the entries without syncing (so they are readable at once) and hands
-//! the flush callback to the *flusher* thread, which syncs the WAL once for every callback
-//! that queued up meanwhile and only then reports the entries durable. Concurrent client
-//! writes that openraft batches into one `append`, and appends that arrive while a sync is
-//! in progress, all share one fsync. `save_vote` syncs before it returns: a vote that is
-//! not on disk could be cast twice in one term.
+//! `append` writes the entries (readable at once) and hands the flush callback to the
+//! *flusher* thread, which syncs the written segments once for every callback that
+//! queued up meanwhile and only then reports the entries durable. `save_vote` syncs
+//! before it returns: a vote that is not on disk could be cast twice in one term.
+//! `truncate` is durable when it returns. `purge` first makes the state machine durable
+//! (its RocksDB writes are never synced on their own), so entries are only dropped behind
+//! it. The state machine never runs ahead of the durable log: openraft 0.9 applies an
+//! entry only after this member's own flush of it has completed.
+//!
+//! A data dir written before the log had its own files keeps its entries in RocksDB's
+//! `raft_log` column family; `LogStore::new` moves them over once.
 
 // openraft's StorageError is large, and its type is fixed by the RaftLogStorage trait.
 #![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
+use std::fs::File;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
+
+use parking_lot::Mutex;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, RaftLogReader, StorageIOError};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 
+use crate::error::StoreError;
 use crate::metrics::Metrics;
 use crate::raft::types::{decode, encode, Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
+use crate::raft::wal::Wal;
 use crate::storage::schema::{self, raft_meta, CF_RAFT_LOG, CF_RAFT_META};
 
-/// The log store. Cheap to clone: clones share the database and the flusher.
+/// An append's callback and the segment files to sync before it is called.
+type Flush = (LogFlushed<TypeConfig>, Vec<Arc<File>>);
+
+/// The log store. Cheap to clone: clones share the database, the log and the flusher.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
-    flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+    wal: Arc<Mutex<Wal>>,
+    flusher: mpsc::Sender<Flush>,
     /// Unsafe test mode: report entries durable without syncing (see `--unsafe-no-fsync`).
     no_fsync: bool,
 }
@@ -39,20 +54,89 @@ fn io_err(f: fn(AnyError) -> StorageIOError<NodeId>, e: impl std::fmt::Display) 
 }
 
 impl LogStore {
-    /// Opens the log store over `db` and starts its flusher thread, which exits when
-    /// every clone of the store is dropped.
-    pub fn new(db: Arc<DB>, metrics: Arc<Metrics>, no_fsync: bool) -> Self {
-        let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
-        let fdb = db.clone();
+    /// Opens the log store: its segments in `dir`, its metadata in `db`; starts the
+    /// flusher thread, which exits when every clone of the store is dropped.
+    ///
+    /// # Errors
+    /// Storage errors reading the log or moving an old data dir's entries over.
+    pub fn new(
+        db: Arc<DB>,
+        dir: &Path,
+        metrics: Arc<Metrics>,
+        no_fsync: bool,
+    ) -> Result<Self, StoreError> {
+        let purged: Option<LogId> = match db.get_cf(
+            db.cf_handle(CF_RAFT_META)
+                .ok_or_else(|| StoreError::Corruption("raft_meta".into()))?,
+            raft_meta::PURGED,
+        )? {
+            Some(b) => Some(decode(&b)?),
+            None => None,
+        };
+        let wal = Wal::open(dir, purged.map(|p| p.index))
+            .map_err(|e| StoreError::Storage(e.to_string()))?;
+        let (tx, rx) = mpsc::channel::<Flush>();
         std::thread::Builder::new()
             .name("raft-log-flush".into())
-            .spawn(move || flusher(fdb, rx, metrics, no_fsync))
-            .expect("spawning the log flusher thread");
-        Self {
+            .spawn(move || flusher(rx, metrics, no_fsync))
+            .map_err(|e| StoreError::Internal(format!("spawning the log flusher: {e}")))?;
+        let store = Self {
             db,
+            wal: Arc::new(Mutex::new(wal)),
             flusher: tx,
             no_fsync,
+        };
+        store.move_rocksdb_entries()?;
+        Ok(store)
+    }
+
+    /// Moves entries an older data dir kept in the `raft_log` column family into the
+    /// segments (durably), then deletes them there.
+    fn move_rocksdb_entries(&self) -> Result<(), StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf_log());
+        it.seek_to_first();
+        if it.key().is_none() {
+            return Ok(it.status()?);
         }
+        let mut wal = self.wal.lock();
+        if wal.last_index().is_some() {
+            return Err(StoreError::Corruption(
+                "raft log entries both in RocksDB and in the log's segment files".into(),
+            ));
+        }
+        let mut moved = 0u64;
+        let mut files: Vec<Arc<File>> = Vec::new();
+        let mut chunk: Vec<(u64, Vec<u8>)> = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            chunk.push((schema::parse_log_key(k), v.to_vec()));
+            if chunk.len() >= 1024 {
+                files.extend(
+                    wal.append(&chunk)
+                        .map_err(|e| StoreError::Storage(e.to_string()))?,
+                );
+                moved += chunk.len() as u64;
+                chunk.clear();
+            }
+            it.next();
+        }
+        it.status()?;
+        moved += chunk.len() as u64;
+        files.extend(
+            wal.append(&chunk)
+                .map_err(|e| StoreError::Storage(e.to_string()))?,
+        );
+        sync_files(&files).map_err(|e| StoreError::Storage(format!("raft log sync: {e}")))?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf_log(), schema::log_key(0), schema::log_key(u64::MAX));
+        batch.delete_cf(self.cf_log(), schema::log_key(u64::MAX));
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
+        tracing::info!(
+            entries = moved,
+            "moved the raft log out of RocksDB into its own files"
+        );
+        Ok(())
     }
 
     fn cf_log(&self) -> &rocksdb::ColumnFamily {
@@ -95,40 +179,50 @@ impl LogStore {
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
-        let mut it = self.db.raw_iterator_cf(self.cf_log());
-        it.seek_to_last();
-        match it.value() {
-            Some(v) => {
-                let e: Entry = decode(v).map_err(|e| io_err(StorageIOError::read_logs, e))?;
-                Ok(Some(e.log_id))
-            }
-            None => {
-                it.status()
-                    .map_err(|e| io_err(StorageIOError::read_logs, e))?;
-                Ok(None)
-            }
-        }
+        let wal = self.wal.lock();
+        let Some(last) = wal.last_index() else {
+            return Ok(None);
+        };
+        let payload = wal
+            .read(last, last + 1)
+            .map_err(|e| io_err(StorageIOError::read_logs, e))?;
+        let Some(b) = payload.first() else {
+            return Ok(None);
+        };
+        let e: Entry = decode(b).map_err(|e| io_err(StorageIOError::read_logs, e))?;
+        Ok(Some(e.log_id))
     }
 }
 
-fn flusher(
-    db: Arc<DB>,
-    rx: mpsc::Receiver<LogFlushed<TypeConfig>>,
-    metrics: Arc<Metrics>,
-    no_fsync: bool,
-) {
+/// Syncs each distinct file once.
+fn sync_files(files: &[Arc<File>]) -> std::io::Result<()> {
+    for (i, f) in files.iter().enumerate() {
+        if files[..i].iter().any(|g| Arc::ptr_eq(f, g)) {
+            continue;
+        }
+        f.sync_data()?;
+    }
+    Ok(())
+}
+
+fn flusher(rx: mpsc::Receiver<Flush>, metrics: Arc<Metrics>, no_fsync: bool) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);
         }
         let started = Instant::now();
-        let res = if no_fsync { Ok(()) } else { db.flush_wal(true) };
+        let res = if no_fsync {
+            Ok(())
+        } else {
+            let files: Vec<Arc<File>> = waiting.iter().flat_map(|(_, f)| f.clone()).collect();
+            sync_files(&files)
+        };
         metrics.observe_fsync(started.elapsed(), waiting.len());
-        for cb in waiting {
+        for (cb, _) in waiting {
             let r = match &res {
                 Ok(()) => Ok(()),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
             };
             cb.log_io_completed(r);
         }
@@ -155,20 +249,15 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = bounds(&range);
-        let mut out = Vec::new();
-        let mut it = self.db.raw_iterator_cf(self.cf_log());
-        it.seek(schema::log_key(start));
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let idx = schema::parse_log_key(k);
-            if end.is_some_and(|e| idx >= e) {
-                break;
-            }
-            out.push(decode(v).map_err(|e| io_err(StorageIOError::read_logs, e))?);
-            it.next();
-        }
-        it.status()
+        let payloads = self
+            .wal
+            .lock()
+            .read(start, end.unwrap_or(u64::MAX))
             .map_err(|e| io_err(StorageIOError::read_logs, e))?;
-        Ok(out)
+        payloads
+            .iter()
+            .map(|b| decode(b).map_err(|e| io_err(StorageIOError::read_logs, e)))
+            .collect()
     }
 }
 
@@ -216,54 +305,41 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = WriteBatch::default();
-        let cf = self.cf_log();
+        let mut records = Vec::new();
         for e in entries {
             let b = encode(&e).map_err(|e| io_err(StorageIOError::write_logs, e))?;
-            batch.put_cf(cf, schema::log_key(e.log_id.index), b);
+            records.push((e.log_id.index, b));
         }
-        self.db
-            .write(batch)
+        let files = self
+            .wal
+            .lock()
+            .append(&records)
             .map_err(|e| io_err(StorageIOError::write_logs, e))?;
         self.flusher
-            .send(callback)
+            .send((callback, files))
             .map_err(|_| io_err(StorageIOError::write_logs, "log flusher thread is gone"))?;
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(
-            self.cf_log(),
-            schema::log_key(log_id.index),
-            schema::log_key(u64::MAX),
-        );
-        // The very last index, which the exclusive range end above cannot cover.
-        batch.delete_cf(self.cf_log(), schema::log_key(u64::MAX));
-        let mut opts = WriteOptions::default();
-        opts.set_sync(!self.no_fsync);
-        self.db
-            .write_opt(batch, &opts)
+        self.wal
+            .lock()
+            .truncate(log_id.index)
             .map_err(|e| io_err(StorageIOError::write_logs, e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // Purging is only safe behind a durable state machine: the state machine writes
-        // without fsync, and shares the WAL with the log, so sync the WAL first.
+        // Purging is only safe behind a durable state machine: its writes are not synced
+        // on their own.
         if !self.no_fsync {
             self.db
                 .flush_wal(true)
                 .map_err(|e| io_err(StorageIOError::write_logs, e))?;
         }
         self.put_meta(raft_meta::PURGED, &log_id, true)?;
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(
-            self.cf_log(),
-            schema::log_key(0),
-            schema::log_key(log_id.index.saturating_add(1)),
-        );
-        self.db
-            .write(batch)
+        self.wal
+            .lock()
+            .purge(log_id.index)
             .map_err(|e| io_err(StorageIOError::write_logs, e))
     }
 }

@@ -15,6 +15,7 @@ pub mod network;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;
+pub mod wal;
 pub mod wire;
 
 pub use log_store::LogStore;

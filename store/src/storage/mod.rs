@@ -51,8 +51,9 @@ pub fn open_db(path: &Path) -> Result<Arc<DB>> {
     db_opts.set_max_background_jobs(2);
     db_opts.set_db_write_buffer_size(64 << 20);
     db_opts.set_max_total_wal_size(128 << 20);
-    // WAL writes stay in memory until the log flusher writes and syncs them in one go
-    // (FlushWAL(sync)), so appends never wait behind an fsync in progress.
+    // The state machine's WAL writes stay in memory (up to the writer's buffer) until a
+    // sync needs them: its writes are never synced on their own (the raft log, in its
+    // own files, is what makes an entry durable; `purge` syncs this WAL first).
     db_opts.set_manual_wal_flush(true);
     db_opts.set_keep_log_file_num(3);
     let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;

@@ -1,9 +1,10 @@
 //! The on-disk schema: every column family and key encoding of a store member's
 //! RocksDB, in one place.
 //!
-//! One RocksDB instance per member holds both the raft log and the state machine, so a
-//! single WAL orders them: a synced log append also makes every earlier (unsynced)
-//! state-machine write durable, which is what lets the state machine skip fsync.
+//! One RocksDB instance per member holds the state machine and the raft metadata. Log
+//! entries live in the log's own segment files under `member/wal/` (`raft::wal`,
+//! `docs/store-raft-log-segments.md`); `raft_log` only holds the entries of a data dir
+//! written before that, until the first start moves them.
 //!
 //! ```text
 //! column family   key                                    value
@@ -28,7 +29,7 @@
 //! `memkey(K) ‖ !R ‖ !u64::MAX`. The `rev` family orders every change by revision; watch
 //! catch-up and compaction walk it.
 
-/// Raft log entries.
+/// Raft log entries of older data dirs (moved into `member/wal/` at start).
 pub const CF_RAFT_LOG: &str = "raft_log";
 /// Raft vote, last purged log id, committed log id.
 pub const CF_RAFT_META: &str = "raft_meta";
