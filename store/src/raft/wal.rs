@@ -348,19 +348,19 @@ impl Wal {
                     });
                 }
             }
+            if payload.is_empty() {
+                // A zero length marks the end of a segment.
+                return Err(WalError {
+                    what: format!("append entry {index}: empty payload"),
+                    source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                });
+            }
             let rec_len = (HEADER + payload.len()) as u64;
             let seg = self.active();
             let continues = seg.next.is_none_or(|n| n == *index);
             if !continues || seg.written + rec_len > seg.size {
-                // Flush what this segment got, then move to a new one.
-                if !buf.is_empty() {
-                    let seg = self.active();
-                    seg.file
-                        .write_all_at(&buf, buf_start)
-                        .map_err(err(format!("write {}", seg.path.display())))?;
-                    touched.push(seg.file.clone());
-                    buf.clear();
-                }
+                // Write what this segment got, then move to a new one.
+                self.write_pending(&mut buf, buf_start, &mut touched)?;
                 self.new_segment(*index, SEGMENT_BYTES.max(rec_len))?;
                 buf_start = 0;
             }
@@ -387,14 +387,29 @@ impl Wal {
                 prev_crc,
             });
         }
-        if !buf.is_empty() {
-            let seg = self.active();
-            seg.file
-                .write_all_at(&buf, buf_start)
-                .map_err(err(format!("write {}", seg.path.display())))?;
-            touched.push(seg.file.clone());
-        }
+        self.write_pending(&mut buf, buf_start, &mut touched)?;
         Ok(touched)
+    }
+
+    /// Writes the records in `buf` at `at` of the active segment, noting it in `touched`.
+    /// A failure leaves the in-memory log ahead of the file; openraft stops on any log
+    /// storage error, and the next open recovers from what the file holds.
+    fn write_pending(
+        &mut self,
+        buf: &mut Vec<u8>,
+        at: u64,
+        touched: &mut Vec<Arc<File>>,
+    ) -> Result<(), WalError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let seg = self.active();
+        seg.file
+            .write_all_at(buf, at)
+            .map_err(err(format!("write {}", seg.path.display())))?;
+        touched.push(seg.file.clone());
+        buf.clear();
+        Ok(())
     }
 
     /// Payloads of the kept entries in `[start, end)`.
