@@ -241,6 +241,12 @@ impl AgentServer {
     }
 
     /// Waits until `check(pod)` holds for pod `ns/name`; the pod then.
+    /// [`wait_running`] with the server's log on failure.
+    pub async fn wait_running(&self, ns: &str, name: &str, timeout: Duration) -> Result<Pod> {
+        self.wait_pod(ns, name, timeout, "Running", |p| phase(p) == "Running")
+            .await
+    }
+
     pub async fn wait_pod(
         &self,
         ns: &str,
@@ -309,6 +315,14 @@ pub fn node_ready(n: &Node) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Waits until the pod's phase is Running.
+pub async fn wait_running(client: &Client, ns: &str, name: &str, timeout: Duration) -> Result<Pod> {
+    wait_pod(client, ns, name, timeout, "Running", |p| {
+        phase(p) == "Running"
+    })
+    .await
 }
 
 /// Waits until `check(pod)` holds for pod `ns/name`; the pod then. The error shows the

@@ -16,7 +16,7 @@ use kube::api::{Api, ListParams};
 use serde_json::json;
 use skiff_tests::multinode::{tail, MultiNode};
 use skiff_tests::node::{
-    answers_from_pod, cannot_run, node_ready, phase, ready, wait_pod, BUSYBOX,
+    answers_from_pod, cannot_run, node_ready, phase, ready, wait_running, BUSYBOX,
 };
 
 /// Name → (node, pod IP) of the live (not terminating), Running and Ready pods of `app`.
@@ -110,15 +110,7 @@ async fn pods_talk_across_nodes_and_a_dead_nodes_pods_are_recreated_elsewhere() 
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    wait_pod(
-        &client,
-        "default",
-        "client",
-        Duration::from_secs(60),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await?;
+    wait_running(&client, "default", "client", Duration::from_secs(60)).await?;
     let web = live_pods(&pods, "web").await?;
     let on = |node: &str| web.values().filter(|(n, _)| n == node).count();
     ensure!(
@@ -197,15 +189,7 @@ async fn pods_talk_across_nodes_and_a_dead_nodes_pods_are_recreated_elsewhere() 
         )
         .await?;
     ensure!(r.success(), "kubectl apply: {r:?}");
-    wait_pod(
-        &client,
-        "default",
-        "after",
-        Duration::from_secs(60),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await?;
+    wait_running(&client, "default", "after", Duration::from_secs(60)).await?;
 
     // w1 dies: its node goes NotReady, its pods are evicted and recreated on w2.
     let dead: BTreeSet<String> = web

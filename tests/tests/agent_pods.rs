@@ -237,14 +237,8 @@ async fn real_pods_run_log_restart_probe_and_stop() -> Result<()> {
     create(&pods, &pod("gated", json!({"containers": [{"name": "main", "image": BUSYBOX,
         "command": ["sh", "-c", "mkdir -p /www; echo ok > /www/index.html; sleep 3; exec httpd -f -p 8080 -h /www"],
         "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1}}]}))).await?;
-    node.wait_pod(
-        "default",
-        "gated",
-        Duration::from_secs(30),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await?;
+    node.wait_running("default", "gated", Duration::from_secs(30))
+        .await?;
     let eps: Api<Endpoints> = Api::namespaced(client.clone(), "default");
     let ep = eps.get("gated").await.ok();
     let ready_addrs = |e: &Option<Endpoints>| {
@@ -280,14 +274,8 @@ async fn real_pods_run_log_restart_probe_and_stop() -> Result<()> {
         ),
     )
     .await?;
-    node.wait_pod(
-        "default",
-        "stubborn",
-        Duration::from_secs(30),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await?;
+    node.wait_running("default", "stubborn", Duration::from_secs(30))
+        .await?;
     let before = node.containers().len();
     let t = Instant::now();
     pods.delete("stubborn", &DeleteParams::default()).await?;
@@ -486,14 +474,8 @@ async fn services_reach_every_backend_from_the_node_and_from_a_pod_and_exec_work
     kubectl
         .ok(&["rollout", "status", "deployment/echo", "--timeout=60s"])
         .await?;
-    node.wait_pod(
-        "default",
-        "client",
-        Duration::from_secs(30),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await?;
+    node.wait_running("default", "client", Duration::from_secs(30))
+        .await?;
     let ip = kubectl
         .ok(&["get", "service", "echo", "-o", "jsonpath={.spec.clusterIP}"])
         .await?;
@@ -626,14 +608,8 @@ async fn a_node_under_disk_pressure_gets_no_pods_until_it_recovers() -> Result<(
     node.kill_agent();
     node.agent_env.clear();
     node.start_agent()?;
-    node.wait_pod(
-        "default",
-        "waits",
-        Duration::from_secs(60),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await?;
+    node.wait_running("default", "waits", Duration::from_secs(60))
+        .await?;
     let (status, tainted) = condition_and_taint(&nodes, &node.node, "DiskPressure", TAINT).await?;
     ensure!(
         status == "False" && !tainted,
