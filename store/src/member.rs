@@ -328,6 +328,9 @@ impl Member {
                 ForwardFailure::Lost => StoreError::Unavailable(
                     "etcdserver: forwarding to the leader failed: connection lost".into(),
                 ),
+                ForwardFailure::Refused(e) => StoreError::InvalidArgument(format!(
+                    "etcdserver: cannot forward the request to the leader: {e}"
+                )),
             })?;
         decode::<Result<ForwardReply>>(&reply)?
     }
@@ -696,11 +699,22 @@ impl Member {
                 }
                 Ok(ForwardReply::TimeToLive(self.sm.lessor.time_to_live(id)))
             }
-            Forward::Members => Ok(ForwardReply::Members {
-                cluster_id: self.cluster_id,
-                added: None,
-                members: self.members(),
-            }),
+            Forward::Members => {
+                let members = self.members();
+                // Before the initial membership is applied (a cluster still forming) this
+                // member cannot tell who belongs: an empty list would read as "you were
+                // removed" to the asker.
+                if members.is_empty() {
+                    return Err(StoreError::Unavailable(
+                        "etcdserver: membership not known yet".into(),
+                    ));
+                }
+                Ok(ForwardReply::Members {
+                    cluster_id: self.cluster_id,
+                    added: None,
+                    members,
+                })
+            }
             Forward::Campaign => {
                 self.raft
                     .trigger()
@@ -784,11 +798,6 @@ impl Member {
             )
             .await
             {
-                // A peer that has not applied the initial membership yet (a cluster
-                // that is still forming) lists no one: it cannot tell.
-                if members.is_empty() {
-                    continue;
-                }
                 if cluster_id != self.cluster_id || members.iter().any(|m| m.id == self.id) {
                     return false;
                 }

@@ -377,15 +377,7 @@ impl Wal {
             seg.written += rec_len;
             seg.next = Some(index + 1);
             seg.last_crc = crc;
-            if self.locs.is_empty() {
-                self.first = *index;
-            }
-            self.locs.push_back(Loc {
-                seq,
-                offset,
-                len,
-                prev_crc,
-            });
+            self.push_loc(*index, seq, offset, len, prev_crc);
         }
         self.write_pending(&mut buf, buf_start, &mut touched)?;
         Ok(touched)

@@ -150,6 +150,8 @@ pub enum ForwardFailure {
     Lost,
     /// No answer within the caller's timeout.
     Timeout,
+    /// The request cannot be sent at all (over the peer message limit).
+    Refused(std::io::Error),
 }
 
 /// Requests to one peer over a [`MAGIC_FORWARD`] connection, many in flight at once;
@@ -238,7 +240,7 @@ impl Forwarder {
     pub async fn call(&self, body: &[u8], timeout: Duration) -> Result<Vec<u8>, ForwardFailure> {
         let conn = self.connection().await?;
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = frame(&id.to_le_bytes(), body).map_err(ForwardFailure::Connect)?;
+        let frame = frame(&id.to_le_bytes(), body).map_err(ForwardFailure::Refused)?;
         let (tx, rx) = oneshot::channel();
         conn.shared.pending.lock().insert(id, tx);
         // Closed between the check above and the insert: nobody would answer.
