@@ -14,6 +14,7 @@ use skiff_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use skiff_proto::mvccpb::{event::EventType, Event, KeyValue};
 
 use crate::error::{Result, StoreError};
+use crate::mvcc::index::{KeyIndex, Newest};
 use crate::mvcc::key::{self, KeyRange};
 use crate::mvcc::record::KvRecord;
 use crate::mvcc::Revision;
@@ -37,6 +38,8 @@ pub struct KvStore {
     current: AtomicI64,
     /// Revisions at or below this are compacted (0 = none).
     compacted: AtomicI64,
+    /// Each key's newest version (see [`KeyIndex`] for why and its invariant).
+    index: KeyIndex,
 }
 
 impl KvStore {
@@ -49,12 +52,14 @@ impl KvStore {
             db,
             current: AtomicI64::new(0),
             compacted: AtomicI64::new(0),
+            index: KeyIndex::default(),
         };
         s.reload()?;
         Ok(s)
     }
 
-    /// Re-reads the revisions from disk (after a snapshot was installed).
+    /// Re-reads the revisions from disk and rebuilds the key index (at open and after a
+    /// snapshot was installed).
     ///
     /// # Errors
     /// Storage errors or corrupt metadata.
@@ -76,7 +81,24 @@ impl KvStore {
             .store(read(schema::sm_meta::REVISION)?.max(1), Ordering::SeqCst);
         self.compacted
             .store(read(schema::sm_meta::COMPACT)?, Ordering::SeqCst);
+        self.index.rebuild(&self.db, self.cf(CF_KV)?)
+    }
+
+    /// Writes a request's batch (built by a [`WriteTxn`](super::WriteTxn), plus whatever
+    /// else the caller adds) and records its `changes` in the key index. Every write to
+    /// the `kv` family goes through here; the caller publishes the revision after it.
+    ///
+    /// # Errors
+    /// Storage errors (then nothing was written and the index is unchanged).
+    pub fn write(&self, batch: WriteBatch, changes: &[Change]) -> Result<()> {
+        self.db.write(batch)?;
+        self.index.apply(changes);
         Ok(())
+    }
+
+    /// Keys the index holds: live keys plus deleted ones not yet compacted away.
+    pub fn indexed_keys(&self) -> usize {
+        self.index.len()
     }
 
     /// The underlying database.
@@ -137,6 +159,29 @@ impl KvStore {
     /// # Errors
     /// Storage errors or corrupt records.
     pub fn get_version(&self, key: &[u8], at: i64) -> Result<Option<(Revision, KvRecord)>> {
+        let Some(newest) = self.index.get(key) else {
+            // No stored version at all.
+            return Ok(None);
+        };
+        if newest.rev.main <= at {
+            if newest.tombstone {
+                return Ok(Some((newest.rev, Newest::tombstone_record())));
+            }
+            if let Some(found) = self.get_exact(key, newest.rev)? {
+                return Ok(Some(found));
+            }
+            // Compacted away under a reader pinned below the compaction: let the search
+            // below find what is left, as a read without the index would.
+        }
+        self.search_version(key, at)
+    }
+
+    /// [`KvStore::get_version`] by searching the key's history in RocksDB.
+    pub(crate) fn search_version(
+        &self,
+        key: &[u8],
+        at: i64,
+    ) -> Result<Option<(Revision, KvRecord)>> {
         let cf = self.cf(CF_KV)?;
         let prefix = key::encode(key);
         let mut seek = prefix.clone();
@@ -369,6 +414,8 @@ impl KvStore {
         let mut wb = WriteBatch::default();
         let mut n = 0;
         let mut next = None;
+        // Keys whose last version (a tombstone) this step deletes.
+        let mut gone: Vec<(Vec<u8>, Revision)> = Vec::new();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             let rev =
                 Revision::from_bytes(k).ok_or_else(|| StoreError::Corruption("rev key".into()))?;
@@ -384,21 +431,31 @@ impl KvStore {
                 continue;
             }
             let user_key = v.to_vec();
-            wb.delete_cf(rev_cf, k);
-            // Keep the newest version at or below compact_rev unless it is a delete.
-            let keep = match self.get_version(&user_key, compact_rev)? {
-                Some((newest, rec)) => newest == rev && !rec.tombstone,
-                None => false,
+            // Keep the newest version at or below compact_rev unless it is a delete. A
+            // kept version keeps its change-log entry too, so that a later compaction,
+            // after the key was overwritten or deleted, finds it and removes it.
+            let (keep, last) = match self.get_version(&user_key, compact_rev)? {
+                Some((newest, rec)) => (newest == rev && !rec.tombstone, newest == rev),
+                None => (false, false),
             };
             if !keep {
+                wb.delete_cf(rev_cf, k);
                 let mut kk = key::encode(&user_key);
                 kk.extend_from_slice(&rev.to_desc_bytes());
                 wb.delete_cf(kv_cf, kk);
+                if last {
+                    // The newest version at compact_rev is this tombstone: every older
+                    // version goes too, so the key is gone unless written since.
+                    gone.push((user_key, rev));
+                }
             }
             it.next();
         }
         it.status()?;
         self.db.write(wb)?;
+        for (k, rev) in gone {
+            self.index.forget(&k, rev);
+        }
         Ok(next)
     }
 

@@ -4,10 +4,12 @@
 //! - [`revision`]: `Revision { main, sub }` and its byte encodings.
 //! - [`key`]: the order-preserving key encoding and etcd key ranges.
 //! - [`record`]: the stored form of one key version.
+//! - [`index`]: each key's newest version, in memory.
 //! - [`kvstore`]: reads at a revision, the change log, hashing, compaction.
 //! - [`txn`]: applying one modifying request (Put, DeleteRange, Txn, lease revoke).
 //! - [`validate`]: request checks done before a request is proposed.
 
+pub(crate) mod index;
 pub mod key;
 pub mod kvstore;
 pub mod record;

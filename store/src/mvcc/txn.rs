@@ -388,7 +388,7 @@ mod tests {
         let mut tx = WriteTxn::new(kv, &mut batch, &no_leases);
         let out = f(&mut tx)?;
         let (rev, changes) = tx.finish()?;
-        kv.db().write(batch)?;
+        kv.write(batch, &changes)?;
         kv.publish_revision(rev);
         Ok((rev, out, changes))
     }
@@ -656,6 +656,126 @@ mod tests {
         ));
         // A watch may still start at exactly the compact revision.
         assert_eq!(f.kv.changes(6, 8, 100, false).unwrap().len(), 3);
+    }
+
+    /// The key index must answer exactly as a search of the stored history does, through
+    /// puts, deletes, multi-key txns, compaction (which forgets deleted keys) and reopening.
+    #[test]
+    fn key_index_agrees_with_the_stored_history() {
+        let f = fixture();
+        let keys: Vec<Vec<u8>> = (0..6).map(|i| format!("k{i}").into_bytes()).collect();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n) as usize
+        };
+        let check = |kv: &KvStore| {
+            let (lo, hi) = (kv.compact_revision().max(1), kv.current_revision());
+            for k in &keys {
+                for at in lo..=hi {
+                    assert_eq!(
+                        kv.get_version(k, at).unwrap(),
+                        kv.search_version(k, at).unwrap(),
+                        "key {} at {at}",
+                        String::from_utf8_lossy(k)
+                    );
+                }
+            }
+            // A scan (which does not use the index) sees the same live keys.
+            for at in lo..=hi {
+                let scanned: Vec<Vec<u8>> = kv
+                    .range(&RangeRequest {
+                        key: b"k".to_vec(),
+                        range_end: b"l".to_vec(),
+                        revision: at,
+                        ..Default::default()
+                    })
+                    .unwrap()
+                    .0
+                    .kvs
+                    .into_iter()
+                    .map(|kv| kv.key)
+                    .collect();
+                let indexed: Vec<Vec<u8>> = keys
+                    .iter()
+                    .filter(|k| kv.get(k, at).unwrap().is_some())
+                    .cloned()
+                    .collect();
+                assert_eq!(scanned, indexed, "live keys at {at}");
+            }
+        };
+        for step in 0..300 {
+            let k = keys[next(keys.len() as u64)].clone();
+            match next(4) {
+                0 | 1 => {
+                    put(&f.kv, std::str::from_utf8(&k).unwrap(), &format!("v{step}"));
+                }
+                2 => {
+                    let _ = apply(&f.kv, |t| t.delete_key(&k));
+                }
+                _ => {
+                    let other = keys[next(keys.len() as u64)].clone();
+                    let req = TxnRequest {
+                        success: vec![
+                            RequestOp {
+                                request: Some(OpRequest::RequestDeleteRange(DeleteRangeRequest {
+                                    key: k.clone(),
+                                    ..Default::default()
+                                })),
+                            },
+                            RequestOp {
+                                request: Some(OpRequest::RequestPut(PutRequest {
+                                    key: other,
+                                    value: b"t".to_vec(),
+                                    ..Default::default()
+                                })),
+                            },
+                        ],
+                        ..Default::default()
+                    };
+                    apply(&f.kv, |t| t.txn(&req)).unwrap();
+                }
+            }
+            if step % 50 == 49 {
+                let to = f.kv.current_revision() - 5;
+                f.kv.set_compacted(to);
+                let mut cursor = Some(Revision::new(0, 0));
+                while let Some(c) = cursor {
+                    cursor = f.kv.compact_step(to, c, 3).unwrap();
+                }
+            }
+            if step % 10 == 0 {
+                check(&f.kv);
+            }
+        }
+        check(&f.kv);
+        // A key deleted before the compaction point is forgotten; one written after its
+        // tombstone was compacted is remembered again.
+        apply(&f.kv, |t| t.delete_key(b"k0")).unwrap();
+        put(&f.kv, "pad", "x");
+        let to = f.kv.current_revision();
+        f.kv.set_compacted(to);
+        let mut cursor = Some(Revision::new(0, 0));
+        while let Some(c) = cursor {
+            cursor = f.kv.compact_step(to, c, 1000).unwrap();
+        }
+        assert!(f.kv.get_version(b"k0", to).unwrap().is_none());
+        let live = f.kv.range(&RangeRequest {
+            key: b"\0".to_vec(),
+            range_end: b"\0".to_vec(),
+            ..Default::default()
+        });
+        let live = live.unwrap().0.count as usize;
+        assert_eq!(f.kv.indexed_keys(), live, "only live keys stay indexed");
+        put(&f.kv, "k0", "again");
+        assert_eq!(f.kv.indexed_keys(), live + 1);
+        check(&f.kv);
+        // Reopening rebuilds the same index.
+        let reopened = KvStore::open(f.kv.db().clone()).unwrap();
+        assert_eq!(reopened.indexed_keys(), f.kv.indexed_keys());
+        check(&reopened);
     }
 
     #[test]

@@ -299,7 +299,7 @@ impl StateMachine {
             Some(i) => batch.put_cf(meta_cf, sm_meta::APPLIED_SUB, encode(&(log_id, i))?),
             None => batch.put_cf(meta_cf, sm_meta::APPLIED, encode(&Some(log_id))?),
         }
-        s.db.write(batch)?;
+        s.kv.write(batch, &changes)?;
 
         // Make the effects visible, in this order: revision, watchers, side tables.
         if !changes.is_empty() {

@@ -450,7 +450,7 @@ mod tests {
         })
         .unwrap();
         let (rev, changes) = tx.finish().unwrap();
-        kv.db().write(batch).unwrap();
+        kv.write(batch, &changes).unwrap();
         kv.publish_revision(rev);
         hub.publish(rev, &changes);
         rev
