@@ -8,6 +8,7 @@
 //! - [`http`]: `/health`, `/version`, `/metrics`.
 
 pub mod cluster;
+pub mod coalesce;
 pub mod http;
 pub mod kv;
 pub mod lease;
@@ -221,11 +222,7 @@ pub async fn start(config: StoreConfig) -> Result<RunningStore> {
         let router = routes.into_axum_router().merge(http::routes(m.clone()));
         let mut sd = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
-            // Without TCP_NODELAY, small gRPC frames wait for delayed ACKs (~40 ms each).
-            let l = axum::serve::ListenerExt::tap_io(l, |tcp: &mut tokio::net::TcpStream| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let r = axum::serve(l, router)
+            let r = axum::serve(coalesce::CoalescingListener(l), router)
                 .with_graceful_shutdown(async move {
                     let _ = sd.changed().await;
                 })
