@@ -374,7 +374,7 @@ impl Member {
     async fn propose_inner(&self, req: Request) -> Result<ApplyResult> {
         loop {
             let err = if self.is_leader() {
-                match self.proposer.submit(&self.raft, req.clone()).await {
+                match self.proposer.submit(self, req.clone()).await {
                     Ok(r) => return Ok(r),
                     Err(e) => e,
                 }
@@ -677,9 +677,7 @@ impl Member {
                 if !self.is_leader() {
                     return Err(StoreError::LeaderChanged);
                 }
-                Ok(ForwardReply::Applied(
-                    self.proposer.submit(&self.raft, r).await?,
-                ))
+                Ok(ForwardReply::Applied(self.proposer.submit(self, r).await?))
             }
             Forward::ReadIndex => {
                 if !self.is_leader() {
@@ -945,11 +943,11 @@ impl Proposer {
 
     /// Proposes `req` on this member (which must be the leader) and returns its result.
     /// `LeaderChanged` means the request was not appended to the log.
-    async fn submit(&self, raft: &Raft, req: Request) -> Result<ApplyResult> {
+    async fn submit(&self, member: &Member, req: Request) -> Result<ApplyResult> {
         use std::sync::atomic::Ordering;
         if self.queued.load(Ordering::SeqCst) == 0 {
             if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-                let r = commit(raft, vec![req]).await;
+                let r = commit(member, vec![req]).await;
                 drop(permit);
                 return r.and_then(|mut v| {
                     v.pop()
@@ -968,29 +966,47 @@ impl Proposer {
 }
 
 /// Proposes `reqs` as one entry (a lone request as itself, several as a
-/// `Request::Batch`) and returns each request's result, in order. An error applies to
-/// all of them; `LeaderChanged` means the entry was not appended.
-async fn commit(raft: &Raft, reqs: Vec<Request>) -> Result<Vec<Result<ApplyResult>>> {
+/// `Request::Batch`), tagged for a direct hand-over of the result (`raft::proposals`),
+/// and returns each request's result, in order. An error applies to all of them;
+/// `LeaderChanged` means the entry was not appended.
+async fn commit(member: &Member, reqs: Vec<Request>) -> Result<Vec<Result<ApplyResult>>> {
     let n = reqs.len();
-    let entry = if n == 1 {
+    let inner = if n == 1 {
         reqs.into_iter()
             .next()
             .unwrap_or(Request::Batch(Vec::new()))
     } else {
         Request::Batch(reqs)
     };
-    let r = match raft.client_write(entry).await {
-        Ok(resp) => resp.data,
-        // Not appended: safe for the callers to retry elsewhere.
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-            return Err(StoreError::LeaderChanged)
-        }
-        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-            return Err(StoreError::Internal(e.to_string()))
-        }
-        Err(RaftError::Fatal(e)) => {
-            return Err(StoreError::Unavailable(format!("raft stopped: {e}")))
-        }
+    let mut waiter = member.sm.proposals.register();
+    let entry = Request::Tagged {
+        id: waiter.id,
+        request: Box::new(inner),
+    };
+    let write = member.raft.client_write(entry);
+    tokio::pin!(write);
+    let r = tokio::select! {
+        // The usual way: the state machine handed the result over when it applied the
+        // entry (openraft's own reply would come later).
+        r = &mut waiter.rx => r.map_err(|_| StoreError::Stopped)?,
+        w = &mut write => match w {
+            // Applied, but the result went to openraft: the waiter was gone (it cannot
+            // be while we hold it) or the entry was applied before we registered.
+            Ok(resp) => match waiter.rx.try_recv() {
+                Ok(r) => r,
+                Err(_) => resp.data,
+            },
+            // Not appended: safe for the callers to retry elsewhere.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                return Err(StoreError::LeaderChanged)
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                return Err(StoreError::Internal(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => {
+                return Err(StoreError::Unavailable(format!("raft stopped: {e}")))
+            }
+        },
     };
     if n == 1 {
         return Ok(vec![Ok(r)]);
@@ -1052,7 +1068,7 @@ async fn proposer_loop(member: Arc<Member>, mut shutdown: tokio::sync::watch::Re
             let _permit = permit;
             let (reqs, waiters): (Vec<Request>, Vec<oneshot::Sender<Result<ApplyResult>>>) =
                 batch.into_iter().unzip();
-            match commit(&m.raft, reqs).await {
+            match commit(&m, reqs).await {
                 Ok(results) => {
                     for (w, r) in waiters.into_iter().zip(results) {
                         let _ = w.send(r);

@@ -12,6 +12,7 @@
 
 pub mod log_store;
 pub mod network;
+pub mod proposals;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;

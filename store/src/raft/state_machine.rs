@@ -21,6 +21,7 @@ use crate::error::{Result, StoreError};
 use crate::lease::{LeaseRecord, Lessor};
 use crate::metrics::Metrics;
 use crate::mvcc::{Change, KvStore, Revision, WriteTxn};
+use crate::raft::proposals::Proposals;
 use crate::raft::snapshot::{self, SnapshotHeader};
 use crate::raft::types::{
     decode, encode, ApplyResult, Entry, LogId, NodeId, Pb, Request, Response, Snapshot,
@@ -68,6 +69,8 @@ pub struct SmShared {
     pub meta: RwLock<ClusterMeta>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// This process's proposals waiting for their results.
+    pub proposals: Proposals,
     snapshot_dir: PathBuf,
     current_snapshot: Mutex<Option<(SnapshotMeta, PathBuf)>>,
     compactor: std::sync::mpsc::Sender<i64>,
@@ -176,6 +179,7 @@ impl StateMachine {
             hub,
             meta: RwLock::new(meta),
             metrics,
+            proposals: Proposals::default(),
             snapshot_dir: snapshot_dir.to_path_buf(),
             current_snapshot: Mutex::new(current_snapshot),
             compactor: ctx,
@@ -195,6 +199,22 @@ impl StateMachine {
     fn apply_one(&self, entry: Entry) -> Result<ApplyResult> {
         let log_id = entry.log_id;
         match entry.payload {
+            EntryPayload::Normal(Request::Tagged { id, request }) => {
+                let result = match *request {
+                    Request::Batch(reqs) => self.apply_batch(log_id, reqs)?,
+                    req => self.apply_unit(log_id, EntryPayload::Normal(req), None)?,
+                };
+                let revision = result.revision;
+                // openraft's copy of the result goes unread when the proposal got it here.
+                Ok(self
+                    .shared
+                    .proposals
+                    .deliver(id, result)
+                    .unwrap_or(ApplyResult {
+                        revision,
+                        result: Ok(Response::Done),
+                    }))
+            }
             EntryPayload::Normal(Request::Batch(reqs)) => self.apply_batch(log_id, reqs),
             payload => self.apply_unit(log_id, payload, None),
         }
@@ -339,7 +359,9 @@ impl StateMachine {
         let lessor = s.lessor.clone();
         let lease_exists = move |id: i64| lessor.exists(id);
         match req {
-            Request::Batch(_) => Err(StoreError::InvalidArgument("nested request batch".into())),
+            Request::Batch(_) | Request::Tagged { .. } => Err(StoreError::InvalidArgument(
+                "a batch or tagged request inside a batch".into(),
+            )),
             Request::Put(Pb(r)) => {
                 let mut tx = WriteTxn::new(&s.kv, batch, &lease_exists);
                 let resp = tx.put(r)?;

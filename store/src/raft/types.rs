@@ -151,6 +151,15 @@ pub enum Request {
         /// False to drop the intent (member removed or promoted).
         pending: bool,
     },
+    /// A request (or `Batch`) tagged by the leader that proposed it, so that the
+    /// leader's state machine hands the result straight to the waiting proposal (see
+    /// `raft::proposals`). Applied exactly as the request inside.
+    Tagged {
+        /// The proposal's id in the proposing process.
+        id: u64,
+        /// What was proposed.
+        request: Box<Request>,
+    },
 }
 
 /// The result of applying a request, returned to the proposer.
