@@ -54,6 +54,17 @@ impl Newest {
         }
     }
 
+    /// The record of this version with an empty value (the value stays in RocksDB).
+    pub fn record_without_value(&self) -> KvRecord {
+        KvRecord {
+            tombstone: self.tombstone,
+            create_revision: self.create_revision,
+            version: self.version,
+            lease: self.lease,
+            value: Vec::new(),
+        }
+    }
+
     /// The stored record of a tombstone, which has no value to read.
     pub fn tombstone_record() -> KvRecord {
         KvRecord {

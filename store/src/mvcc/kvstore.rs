@@ -27,6 +27,10 @@ pub struct Change {
     pub rev: Revision,
     /// PUT or DELETE with the key's new state (for DELETE: key and mod_revision only).
     pub event: Event,
+    /// The key had a live previous version, but its value was not loaded (no watcher
+    /// wanted previous values when the change was made), so `event.prev_kv` is `None`.
+    /// Watchers that want it read the change from history (`changes` with `with_prev`).
+    pub prev_pending: bool,
 }
 
 /// MVCC key-value store over the `kv` and `rev` column families.
@@ -174,6 +178,30 @@ impl KvStore {
             // below find what is left, as a read without the index would.
         }
         self.search_version(key, at)
+    }
+
+    /// [`KvStore::get_version`] without reading the value when the key index can answer:
+    /// the record comes back with an empty value and `false` ("value not loaded") then.
+    /// Tombstones and versions found by searching come back whole, with `true`.
+    ///
+    /// # Errors
+    /// Storage errors or corrupt records.
+    pub fn get_version_meta(
+        &self,
+        key: &[u8],
+        at: i64,
+    ) -> Result<Option<(Revision, KvRecord, bool)>> {
+        match self.index.get(key) {
+            None => Ok(None),
+            Some(n) if n.rev.main <= at => {
+                if n.tombstone {
+                    Ok(Some((n.rev, Newest::tombstone_record(), true)))
+                } else {
+                    Ok(Some((n.rev, n.record_without_value(), false)))
+                }
+            }
+            Some(_) => Ok(self.search_version(key, at)?.map(|(r, rec)| (r, rec, true))),
+        }
     }
 
     /// [`KvStore::get_version`] by searching the key's history in RocksDB.
@@ -346,6 +374,7 @@ impl KvStore {
             out.push(Change {
                 rev,
                 event: make_event(user_key, rev, &rec, prev),
+                prev_pending: false,
             });
             it.next();
         }

@@ -40,6 +40,9 @@ pub struct WriteTxn<'a> {
     /// Changes made, in order.
     changes: Vec<Change>,
     lease_exists: &'a dyn Fn(i64) -> bool,
+    /// Load the value a put replaces even when the request does not need it, for the
+    /// event's `prev_kv` (see [`WriteTxn::load_prev_values`]).
+    prev_values: bool,
 }
 
 impl<'a> WriteTxn<'a> {
@@ -59,7 +62,17 @@ impl<'a> WriteTxn<'a> {
             overlay: BTreeMap::new(),
             changes: Vec::new(),
             lease_exists,
+            prev_values: true,
         }
+    }
+
+    /// Whether a put loads the value it replaces when the request itself does not need
+    /// it (no `prev_kv`, no `ignore_value`); it is needed only for watchers that want
+    /// previous values. Without it the change is marked [`Change::prev_pending`] and the
+    /// put costs no read of the old value. Default: load.
+    pub fn load_prev_values(mut self, load: bool) -> Self {
+        self.prev_values = load;
+        self
     }
 
     /// The revision this request's changes get.
@@ -99,6 +112,20 @@ impl<'a> WriteTxn<'a> {
         }
     }
 
+    /// The live version of `key` as a `KeyValue` whose value is left empty when the key
+    /// index could answer without reading it; the flag says whether the value is there.
+    fn live_meta(&self, key: &[u8]) -> Result<(Option<KeyValue>, bool)> {
+        if self.overlay.contains_key(key) {
+            return Ok((self.live(key)?, true));
+        }
+        Ok(match self.kv.get_version_meta(key, self.base)? {
+            Some((rev, rec, loaded)) if !rec.tombstone => {
+                (Some(rec.to_kv(key.to_vec(), rev)), loaded)
+            }
+            _ => (None, true),
+        })
+    }
+
     fn live(&self, key: &[u8]) -> Result<Option<KeyValue>> {
         Ok(self
             .latest(key)?
@@ -125,7 +152,15 @@ impl<'a> WriteTxn<'a> {
         Ok(found.into_values().collect())
     }
 
-    fn write(&mut self, key: &[u8], rec: KvRecord, prev: Option<KeyValue>) -> Result<()> {
+    /// Records a new version of `key`; `prev` is the live version it replaces, whose
+    /// value is present only if `prev_loaded`.
+    fn write(
+        &mut self,
+        key: &[u8],
+        rec: KvRecord,
+        prev: Option<KeyValue>,
+        prev_loaded: bool,
+    ) -> Result<()> {
         let rev = Revision::new(self.main(), self.sub);
         self.sub += 1;
         let kv_cf = self.kv.cf(CF_KV)?;
@@ -144,9 +179,12 @@ impl<'a> WriteTxn<'a> {
             self.batch
                 .put_cf(lk_cf, schema::lease_key_entry(rec.lease, key), []);
         }
+        let prev_pending = prev.is_some() && !prev_loaded;
+        let prev = if prev_loaded { prev } else { None };
         self.changes.push(Change {
             rev,
             event: make_event(key.to_vec(), rev, &rec, prev),
+            prev_pending,
         });
         self.overlay.insert(key.to_vec(), (rev, rec));
         Ok(())
@@ -158,7 +196,11 @@ impl<'a> WriteTxn<'a> {
     /// [`StoreError::KeyNotFound`] for `ignore_value`/`ignore_lease` on a missing key,
     /// [`StoreError::LeaseNotFound`] for an unknown lease.
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse> {
-        let prev = self.live(&req.key)?;
+        let (prev, prev_loaded) = if self.prev_values || req.prev_kv || req.ignore_value {
+            (self.live(&req.key)?, true)
+        } else {
+            self.live_meta(&req.key)?
+        };
         if (req.ignore_value || req.ignore_lease) && prev.is_none() {
             return Err(StoreError::KeyNotFound);
         }
@@ -184,7 +226,7 @@ impl<'a> WriteTxn<'a> {
             lease,
             value,
         };
-        self.write(&req.key, rec, prev.clone())?;
+        self.write(&req.key, rec, prev.clone(), prev_loaded)?;
         Ok(PutResponse {
             header: None,
             prev_kv: if req.prev_kv { prev } else { None },
@@ -206,7 +248,7 @@ impl<'a> WriteTxn<'a> {
             lease: 0,
             value: Vec::new(),
         };
-        self.write(key, rec, Some(prev.clone()))?;
+        self.write(key, rec, Some(prev.clone()), true)?;
         Ok(Some(prev))
     }
 

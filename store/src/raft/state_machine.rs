@@ -363,7 +363,8 @@ impl StateMachine {
                 "a batch or tagged request inside a batch".into(),
             )),
             Request::Put(Pb(r)) => {
-                let mut tx = WriteTxn::new(&s.kv, batch, &lease_exists);
+                let mut tx = WriteTxn::new(&s.kv, batch, &lease_exists)
+                    .load_prev_values(s.hub.wants_prev_values());
                 let resp = tx.put(r)?;
                 let (rev, ch) = tx.finish()?;
                 *changes = ch;
@@ -377,7 +378,8 @@ impl StateMachine {
                 Ok((rev, Response::DeleteRange(Pb(resp))))
             }
             Request::Txn(Pb(r)) => {
-                let mut tx = WriteTxn::new(&s.kv, batch, &lease_exists);
+                let mut tx = WriteTxn::new(&s.kv, batch, &lease_exists)
+                    .load_prev_values(s.hub.wants_prev_values());
                 let resp = tx.txn(r)?;
                 let (rev, ch) = tx.finish()?;
                 *changes = ch;

@@ -18,6 +18,7 @@
 //! delivered twice or skipped, and a revision's events always travel in one response.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,6 +76,9 @@ pub struct WatchHub {
     inner: Mutex<Inner>,
     wake: Condvar,
     kv: Arc<KvStore>,
+    /// Watchers that want previous values (`prev_kv`); kept under `inner`'s lock, read
+    /// without it by [`WatchHub::wants_prev_values`].
+    prev_kv_watchers: AtomicUsize,
     /// The catch-up thread, joined by [`WatchHub::shutdown`].
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -118,6 +122,7 @@ impl WatchHub {
             }),
             wake: Condvar::new(),
             kv,
+            prev_kv_watchers: AtomicUsize::new(0),
             thread: Mutex::new(None),
         });
         let h = hub.clone();
@@ -189,6 +194,9 @@ impl WatchHub {
         let key = g.next_key;
         g.next_key += 1;
         let published = g.published;
+        if spec.prev_kv {
+            self.prev_kv_watchers.fetch_add(1, Ordering::SeqCst);
+        }
         let (next_rev, synced) = if spec.start_revision <= 0 {
             (published + 1, true)
         } else if spec.start_revision > published {
@@ -214,7 +222,28 @@ impl WatchHub {
 
     /// Removes a watcher; true if it existed.
     pub fn remove(&self, key: WatcherKey) -> bool {
-        self.inner.lock().watchers.remove(&key).is_some()
+        let mut g = self.inner.lock();
+        self.forget(&mut g, key)
+    }
+
+    fn forget(&self, g: &mut Inner, key: WatcherKey) -> bool {
+        match g.watchers.remove(&key) {
+            Some(w) => {
+                if w.spec.prev_kv {
+                    self.prev_kv_watchers.fetch_sub(1, Ordering::SeqCst);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the writer should load the previous value of each key it changes, for
+    /// events' `prev_kv`: true while any watcher asks for previous values. Only a hint —
+    /// a watcher added after the writer asked and before the changes are published gets
+    /// them through catch-up instead (see [`Change::prev_pending`]).
+    pub fn wants_prev_values(&self) -> bool {
+        self.prev_kv_watchers.load(Ordering::SeqCst) > 0
     }
 
     /// Hands the changes of one applied revision to synced watchers. Never blocks.
@@ -226,8 +255,16 @@ impl WatchHub {
         }
         let mut demoted = false;
         let mut closed = Vec::new();
+        // Previous values the writer did not load (no watcher wanted them when it
+        // asked): a watcher that wants them reads these revisions from history instead.
+        let prev_missing = changes.iter().any(|c| c.prev_pending);
         for (key, w) in g.watchers.iter_mut() {
             if !w.synced {
+                continue;
+            }
+            if prev_missing && w.spec.prev_kv {
+                w.synced = false;
+                demoted = true;
                 continue;
             }
             for (r, events) in select(&w.spec, changes, w.next_rev) {
@@ -255,7 +292,7 @@ impl WatchHub {
             }
         }
         for k in closed {
-            g.watchers.remove(&k);
+            self.forget(&mut g, k);
         }
         if demoted {
             self.wake.notify_all();
@@ -454,6 +491,78 @@ mod tests {
         kv.publish_revision(rev);
         hub.publish(rev, &changes);
         rev
+    }
+
+    /// A put made the way the state machine makes it: loading the replaced value only
+    /// when the hub says a watcher wants previous values.
+    fn put_lazily(kv: &KvStore, hub: &WatchHub, key: &str, value: &str) -> (i64, Vec<Change>) {
+        let mut batch = WriteBatch::default();
+        let none = |_: i64| false;
+        let mut tx =
+            WriteTxn::new(kv, &mut batch, &none).load_prev_values(hub.wants_prev_values());
+        tx.put(&PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let (rev, changes) = tx.finish().unwrap();
+        kv.write(batch, &changes).unwrap();
+        kv.publish_revision(rev);
+        hub.publish(rev, &changes);
+        (rev, changes)
+    }
+
+    #[tokio::test]
+    async fn previous_values_are_loaded_only_for_watchers_that_want_them_and_never_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = Arc::new(KvStore::open(crate::storage::open_db(dir.path()).unwrap()).unwrap());
+        let hub = WatchHub::new(kv.clone());
+        put_lazily(&kv, &hub, "k1", "a");
+        // No watcher wants previous values: the put does not read the old one.
+        let (_, ch) = put_lazily(&kv, &hub, "k1", "b");
+        assert!(ch[0].prev_pending && ch[0].event.prev_kv.is_none());
+        // A prev_kv watcher registered after the writer asked (the race): it still gets
+        // the previous value, read from history.
+        let (tx, mut rx) = mpsc::channel(64);
+        hub.add(
+            WatchSpec {
+                prev_kv: true,
+                ..spec(0)
+            },
+            tx,
+            header(),
+        );
+        let mut batch = WriteBatch::default();
+        let none = |_: i64| false;
+        let mut t = WriteTxn::new(&kv, &mut batch, &none).load_prev_values(false);
+        t.put(&PutRequest {
+            key: b"k1".to_vec(),
+            value: b"c".to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+        let (rev, changes) = t.finish().unwrap();
+        assert!(changes[0].prev_pending);
+        kv.write(batch, &changes).unwrap();
+        kv.publish_revision(rev);
+        hub.publish(rev, &changes);
+        let r = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.events[0].prev_kv.as_ref().unwrap().value, b"b");
+        // With such a watcher registered, the writer loads previous values itself.
+        assert!(hub.wants_prev_values());
+        let (rev, ch) = put_lazily(&kv, &hub, "k1", "d");
+        assert!(!ch[0].prev_pending);
+        let r = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.events[0].kv.as_ref().unwrap().mod_revision, rev);
+        assert_eq!(r.events[0].prev_kv.as_ref().unwrap().value, b"c");
+        hub.shutdown();
     }
 
     fn header() -> HeaderFn {
