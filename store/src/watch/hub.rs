@@ -498,8 +498,7 @@ mod tests {
     fn put_lazily(kv: &KvStore, hub: &WatchHub, key: &str, value: &str) -> (i64, Vec<Change>) {
         let mut batch = WriteBatch::default();
         let none = |_: i64| false;
-        let mut tx =
-            WriteTxn::new(kv, &mut batch, &none).load_prev_values(hub.wants_prev_values());
+        let mut tx = WriteTxn::new(kv, &mut batch, &none).load_prev_values(hub.wants_prev_values());
         tx.put(&PutRequest {
             key: key.into(),
             value: value.into(),
