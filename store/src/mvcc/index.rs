@@ -101,8 +101,9 @@ impl KeyIndex {
     }
 
     /// Records the changes of one request, already written to RocksDB.
-    pub fn apply(&self, changes: &[Change]) {
-        if changes.is_empty() {
+    pub fn apply<'c>(&self, changes: impl IntoIterator<Item = &'c Change>) {
+        let mut changes = changes.into_iter().peekable();
+        if changes.peek().is_none() {
             return;
         }
         let mut map = self.map.write();

@@ -94,7 +94,11 @@ impl KvStore {
     ///
     /// # Errors
     /// Storage errors (then nothing was written and the index is unchanged).
-    pub fn write(&self, batch: WriteBatch, changes: &[Change]) -> Result<()> {
+    pub fn write<'c>(
+        &self,
+        batch: WriteBatch,
+        changes: impl IntoIterator<Item = &'c Change>,
+    ) -> Result<()> {
         self.db.write(batch)?;
         self.index.apply(changes);
         Ok(())

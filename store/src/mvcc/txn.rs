@@ -28,12 +28,20 @@ use crate::mvcc::record::KvRecord;
 use crate::mvcc::Revision;
 use crate::storage::schema::{self, CF_KV, CF_LEASE_KEY, CF_REV};
 
+/// The newest state of each key written by earlier requests of the same write group
+/// (tombstones included), not yet in the store.
+pub type Overlay = BTreeMap<Vec<u8>, (Revision, KvRecord)>;
+
 /// One modifying request being applied.
 pub struct WriteTxn<'a> {
     kv: &'a KvStore,
     batch: &'a mut WriteBatch,
-    /// The revision before this request; reads outside the overlay are pinned to it.
+    /// The revision before this request.
     base: i64,
+    /// The store's published revision: reads outside the overlays are pinned to it.
+    read_at: i64,
+    /// Writes of earlier requests of the same group (see [`WriteTxn::after`]).
+    earlier: Option<&'a Overlay>,
     sub: i64,
     /// Latest state of each key written by this request (tombstones included).
     overlay: BTreeMap<Vec<u8>, (Revision, KvRecord)>,
@@ -58,6 +66,8 @@ impl<'a> WriteTxn<'a> {
             kv,
             batch,
             base,
+            read_at: base,
+            earlier: None,
             sub: 0,
             overlay: BTreeMap::new(),
             changes: Vec::new(),
@@ -72,6 +82,16 @@ impl<'a> WriteTxn<'a> {
     /// put costs no read of the old value. Default: load.
     pub fn load_prev_values(mut self, load: bool) -> Self {
         self.prev_values = load;
+        self
+    }
+
+    /// Places this request after earlier requests of a write group whose changes share
+    /// one RocksDB write and are not in the store yet: `base` is the revision after them
+    /// and `earlier` holds what they wrote. Reads see the store at its published
+    /// revision overlaid with `earlier`, then with this request's own writes.
+    pub fn after(mut self, base: i64, earlier: &'a Overlay) -> Self {
+        self.base = base;
+        self.earlier = Some(earlier);
         self
     }
 
@@ -105,20 +125,34 @@ impl<'a> WriteTxn<'a> {
         Ok((rev, self.changes))
     }
 
+    /// Ends a request of a write group: like [`WriteTxn::finish`] but leaves recording
+    /// the revision to the group, and also returns what the request wrote, for the
+    /// requests after it.
+    pub fn finish_in_group(self) -> (i64, Vec<Change>, Overlay) {
+        (self.result_revision(), self.changes, self.overlay)
+    }
+
+    /// A key's newest state in this request's or an earlier request's writes, if any.
+    fn overlaid(&self, key: &[u8]) -> Option<&(Revision, KvRecord)> {
+        self.overlay
+            .get(key)
+            .or_else(|| self.earlier.and_then(|e| e.get(key)))
+    }
+
     fn latest(&self, key: &[u8]) -> Result<Option<(Revision, KvRecord)>> {
-        match self.overlay.get(key) {
+        match self.overlaid(key) {
             Some(v) => Ok(Some(v.clone())),
-            None => self.kv.get_version(key, self.base),
+            None => self.kv.get_version(key, self.read_at),
         }
     }
 
     /// The live version of `key` as a `KeyValue` whose value is left empty when the key
     /// index could answer without reading it; the flag says whether the value is there.
     fn live_meta(&self, key: &[u8]) -> Result<(Option<KeyValue>, bool)> {
-        if self.overlay.contains_key(key) {
+        if self.overlaid(key).is_some() {
             return Ok((self.live(key)?, true));
         }
-        Ok(match self.kv.get_version_meta(key, self.base)? {
+        Ok(match self.kv.get_version_meta(key, self.read_at)? {
             Some((rev, rec, loaded)) if !rec.tombstone => {
                 (Some(rec.to_kv(key.to_vec(), rev)), loaded)
             }
@@ -136,16 +170,19 @@ impl<'a> WriteTxn<'a> {
     /// Live keys in `range` as of now (store at base, overlaid by this request's writes).
     fn live_in(&self, range: &KeyRange) -> Result<Vec<KeyValue>> {
         let mut found: BTreeMap<Vec<u8>, KeyValue> = BTreeMap::new();
-        self.kv.scan(range, self.base, |k, rev, rec| {
+        self.kv.scan(range, self.read_at, |k, rev, rec| {
             found.insert(k.clone(), rec.to_kv(k, rev));
             true
         })?;
-        for (k, (rev, rec)) in &self.overlay {
-            if range.contains(k) {
-                if rec.tombstone {
-                    found.remove(k);
-                } else {
-                    found.insert(k.clone(), rec.to_kv(k.clone(), *rev));
+        // Earlier requests' writes first, then this request's own (newer) ones.
+        for overlay in self.earlier.into_iter().chain([&self.overlay]) {
+            for (k, (rev, rec)) in overlay {
+                if range.contains(k) {
+                    if rec.tombstone {
+                        found.remove(k);
+                    } else {
+                        found.insert(k.clone(), rec.to_kv(k.clone(), *rev));
+                    }
                 }
             }
         }
@@ -279,7 +316,9 @@ impl<'a> WriteTxn<'a> {
     /// # Errors
     /// As [`KvStore::range`].
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
-        if req.revision > 0 || self.overlay.is_empty() {
+        if req.revision > 0
+            || (self.overlay.is_empty() && self.earlier.is_none_or(|e| e.is_empty()))
+        {
             return Ok(self.kv.range(req)?.0);
         }
         let range = KeyRange::from_request(&req.key, &req.range_end);

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, StoreError};
 use crate::lease::{LeaseRecord, Lessor};
 use crate::metrics::Metrics;
+use crate::mvcc::txn::Overlay;
 use crate::mvcc::{Change, KvStore, Revision, WriteTxn};
 use crate::raft::proposals::Proposals;
 use crate::raft::snapshot::{self, SnapshotHeader};
@@ -220,11 +221,12 @@ impl StateMachine {
         }
     }
 
-    /// Applies the requests of one batched entry in order, each in its own write (so
-    /// later requests read earlier ones' effects). Each intermediate write records how
-    /// far into the entry it got (`APPLIED_SUB`); the last one records the entry as
-    /// applied. After a crash in the middle, re-applying the entry skips the requests
-    /// already applied, so none is applied twice.
+    /// Applies the requests of one batched entry in order. A run of puts and deletes
+    /// shares one write (a *write group*: later requests read earlier ones' writes through
+    /// an overlay); any other request gets a write of its own. Each write but the last
+    /// records how far into the entry it got (`APPLIED_SUB`); the last one records the
+    /// entry as applied. After a crash in the middle, re-applying the entry skips the
+    /// requests already applied, so none is applied twice.
     fn apply_batch(&self, log_id: LogId, reqs: Vec<Request>) -> Result<ApplyResult> {
         let s = &self.shared;
         let done: Option<(LogId, u64)> = get_meta(&s.db, sm_meta::APPLIED_SUB)?;
@@ -234,12 +236,28 @@ impl StateMachine {
         };
         let n = reqs.len();
         let mut results = Vec::with_capacity(n);
-        for (i, req) in reqs.into_iter().enumerate() {
+        let mut reqs = reqs.into_iter().enumerate().peekable();
+        while let Some((i, req)) = reqs.next() {
             if i < skip {
                 results.push(ApplyResult {
                     revision: s.kv.current_revision(),
                     result: Err(StoreError::Internal("applied before a restart".into())),
                 });
+                continue;
+            }
+            if groupable(&req) && reqs.peek().is_some_and(|(_, r)| groupable(r)) {
+                let mut group = vec![req];
+                let mut last = i;
+                while let Some((j, r)) = reqs.next_if(|(_, r)| groupable(r)) {
+                    group.push(r);
+                    last = j;
+                }
+                let sub = if last + 1 < n {
+                    Some(last as u64)
+                } else {
+                    None
+                };
+                results.extend(self.apply_group(log_id, &group, sub)?);
                 continue;
             }
             let sub = if i + 1 < n { Some(i as u64) } else { None };
@@ -345,6 +363,89 @@ impl StateMachine {
             Effect::Members(m) => meta.members = m,
         }
         Ok(result)
+    }
+
+    /// Applies a run of puts and deletes of one entry in one RocksDB write: each request
+    /// gets its own revision and result, and its changes are published in order after
+    /// the write. `sub` as for [`StateMachine::apply_unit`], for the group's last request.
+    ///
+    /// A failed put or delete wrote nothing (both check everything before their first
+    /// write; only a storage error can interrupt them, and that fails the whole apply).
+    fn apply_group(
+        &self,
+        log_id: LogId,
+        reqs: &[Request],
+        sub: Option<u64>,
+    ) -> Result<Vec<ApplyResult>> {
+        let s = &self.shared;
+        let meta_cf = s.kv.cf(CF_SM_META)?;
+        let lessor = s.lessor.clone();
+        let lease_exists = move |id: i64| lessor.exists(id);
+        let prev_values = s.hub.wants_prev_values();
+        let mut batch = WriteBatch::default();
+        let mut earlier = Overlay::new();
+        let mut base = s.kv.current_revision();
+        let mut results = Vec::with_capacity(reqs.len());
+        // Per revision that changed something: its changes.
+        let mut published: Vec<(i64, Vec<Change>)> = Vec::new();
+        for req in reqs {
+            let ops_before = batch.len();
+            let mut tx = WriteTxn::new(&s.kv, &mut batch, &lease_exists)
+                .load_prev_values(prev_values)
+                .after(base, &earlier);
+            let resp = match req {
+                Request::Put(Pb(r)) => tx.put(r).map(|r| Response::Put(Pb(r))),
+                Request::DeleteRange(Pb(r)) => {
+                    tx.delete_range(r).map(|r| Response::DeleteRange(Pb(r)))
+                }
+                other => Err(StoreError::Internal(format!(
+                    "request {other:?} in a write group"
+                ))),
+            };
+            match resp {
+                Ok(resp) => {
+                    let (rev, changes, wrote) = tx.finish_in_group();
+                    earlier.extend(wrote);
+                    if !changes.is_empty() {
+                        base = rev;
+                        published.push((rev, changes));
+                    }
+                    results.push(ApplyResult {
+                        revision: rev,
+                        result: Ok(resp),
+                    });
+                }
+                Err(e) => {
+                    drop(tx);
+                    if batch.len() != ops_before {
+                        return Err(StoreError::Internal(format!(
+                            "a failed request in a write group left writes behind: {e}"
+                        )));
+                    }
+                    s.metrics.proposals_failed.inc();
+                    results.push(ApplyResult {
+                        revision: base,
+                        result: Err(e),
+                    });
+                }
+            }
+        }
+        if !published.is_empty() {
+            batch.put_cf(meta_cf, sm_meta::REVISION, base.to_be_bytes());
+        }
+        match sub {
+            Some(i) => batch.put_cf(meta_cf, sm_meta::APPLIED_SUB, encode(&(log_id, i))?),
+            None => batch.put_cf(meta_cf, sm_meta::APPLIED, encode(&Some(log_id))?),
+        }
+        s.kv.write(batch, published.iter().flat_map(|(_, c)| c))?;
+        for (rev, changes) in &published {
+            s.kv.publish_revision(*rev);
+            s.hub.publish(*rev, changes);
+        }
+        if sub.is_none() {
+            s.meta.write().applied = Some(log_id);
+        }
+        Ok(results)
     }
 
     fn apply_request(
@@ -669,4 +770,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         .map_err(snap_err)?
         .map_err(snap_err)
     }
+}
+
+/// Requests that may share a write with their neighbours in a batched entry (see
+/// [`StateMachine::apply_group`]): they touch only the key space and never fail after
+/// their first write.
+fn groupable(req: &Request) -> bool {
+    matches!(req, Request::Put(_) | Request::DeleteRange(_))
 }
