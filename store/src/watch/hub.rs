@@ -477,28 +477,21 @@ mod tests {
     use skiff_proto::etcdserverpb::PutRequest;
 
     fn put(kv: &KvStore, hub: &WatchHub, key: &str) -> i64 {
-        let mut batch = WriteBatch::default();
-        let none = |_: i64| false;
-        let mut tx = WriteTxn::new(kv, &mut batch, &none);
-        tx.put(&PutRequest {
-            key: key.into(),
-            value: b"v".to_vec(),
-            ..Default::default()
-        })
-        .unwrap();
-        let (rev, changes) = tx.finish().unwrap();
-        kv.write(batch, &changes).unwrap();
-        kv.publish_revision(rev);
-        hub.publish(rev, &changes);
-        rev
+        put_with(kv, hub, key, "v", true).0
     }
 
-    /// A put made the way the state machine makes it: loading the replaced value only
-    /// when the hub says a watcher wants previous values.
-    fn put_lazily(kv: &KvStore, hub: &WatchHub, key: &str, value: &str) -> (i64, Vec<Change>) {
+    /// A put applied as the state machine applies it; `load_prev` as
+    /// [`WriteTxn::load_prev_values`].
+    fn put_with(
+        kv: &KvStore,
+        hub: &WatchHub,
+        key: &str,
+        value: &str,
+        load_prev: bool,
+    ) -> (i64, Vec<Change>) {
         let mut batch = WriteBatch::default();
         let none = |_: i64| false;
-        let mut tx = WriteTxn::new(kv, &mut batch, &none).load_prev_values(hub.wants_prev_values());
+        let mut tx = WriteTxn::new(kv, &mut batch, &none).load_prev_values(load_prev);
         tx.put(&PutRequest {
             key: key.into(),
             value: value.into(),
@@ -517,9 +510,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kv = Arc::new(KvStore::open(crate::storage::open_db(dir.path()).unwrap()).unwrap());
         let hub = WatchHub::new(kv.clone());
-        put_lazily(&kv, &hub, "k1", "a");
+        put_with(&kv, &hub, "k1", "a", hub.wants_prev_values());
         // No watcher wants previous values: the put does not read the old one.
-        let (_, ch) = put_lazily(&kv, &hub, "k1", "b");
+        let (_, ch) = put_with(&kv, &hub, "k1", "b", hub.wants_prev_values());
         assert!(ch[0].prev_pending && ch[0].event.prev_kv.is_none());
         // A prev_kv watcher registered after the writer asked (the race): it still gets
         // the previous value, read from history.
@@ -532,20 +525,8 @@ mod tests {
             tx,
             header(),
         );
-        let mut batch = WriteBatch::default();
-        let none = |_: i64| false;
-        let mut t = WriteTxn::new(&kv, &mut batch, &none).load_prev_values(false);
-        t.put(&PutRequest {
-            key: b"k1".to_vec(),
-            value: b"c".to_vec(),
-            ..Default::default()
-        })
-        .unwrap();
-        let (rev, changes) = t.finish().unwrap();
+        let (_, changes) = put_with(&kv, &hub, "k1", "c", false);
         assert!(changes[0].prev_pending);
-        kv.write(batch, &changes).unwrap();
-        kv.publish_revision(rev);
-        hub.publish(rev, &changes);
         let r = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
             .unwrap()
@@ -553,7 +534,7 @@ mod tests {
         assert_eq!(r.events[0].prev_kv.as_ref().unwrap().value, b"b");
         // With such a watcher registered, the writer loads previous values itself.
         assert!(hub.wants_prev_values());
-        let (rev, ch) = put_lazily(&kv, &hub, "k1", "d");
+        let (rev, ch) = put_with(&kv, &hub, "k1", "d", hub.wants_prev_values());
         assert!(!ch[0].prev_pending);
         let r = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
