@@ -32,6 +32,7 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 
 use crate::error::StoreError;
 use crate::metrics::Metrics;
+use crate::raft::recent::Recent;
 use crate::raft::types::{decode, encode, Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 use crate::raft::wal::Wal;
 use crate::storage::schema::{self, raft_meta, CF_RAFT_LOG, CF_RAFT_META};
@@ -44,6 +45,8 @@ type Flush = (LogFlushed<TypeConfig>, Vec<Arc<File>>);
 pub struct LogStore {
     db: Arc<DB>,
     wal: Arc<Mutex<Wal>>,
+    /// The newest entries, decoded (`raft::recent`). Locked after `wal` when both are.
+    recent: Arc<Mutex<Recent>>,
     flusher: mpsc::Sender<Flush>,
     /// Unsafe test mode: report entries durable without syncing (see `--unsafe-no-fsync`).
     no_fsync: bool,
@@ -83,6 +86,7 @@ impl LogStore {
         let store = Self {
             db,
             wal: Arc::new(Mutex::new(wal)),
+            recent: Arc::new(Mutex::new(Recent::default())),
             flusher: tx,
             no_fsync,
         };
@@ -249,6 +253,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = bounds(&range);
+        if let Some(entries) = self.recent.lock().get(start, end.unwrap_or(u64::MAX)) {
+            return Ok(entries);
+        }
         let payloads = self
             .wal
             .lock()
@@ -306,15 +313,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut records = Vec::new();
+        let mut decoded = Vec::new();
         for e in entries {
             let b = encode(&e).map_err(|e| io_err(StorageIOError::write_logs, e))?;
             records.push((e.log_id.index, b));
+            decoded.push(e);
         }
-        let files = self
-            .wal
-            .lock()
-            .append(&records)
-            .map_err(|e| io_err(StorageIOError::write_logs, e))?;
+        let files = {
+            let mut wal = self.wal.lock();
+            let files = wal.append(&records);
+            let mut recent = self.recent.lock();
+            match &files {
+                Ok(_) => {
+                    for (e, (_, b)) in decoded.into_iter().zip(&records) {
+                        recent.push(e, b.len());
+                    }
+                }
+                // What the segments hold now is unclear: read them again.
+                Err(_) => recent.clear(),
+            }
+            files.map_err(|e| io_err(StorageIOError::write_logs, e))?
+        };
         self.flusher
             .send((callback, files))
             .map_err(|_| io_err(StorageIOError::write_logs, "log flusher thread is gone"))?;
@@ -322,9 +341,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.wal
-            .lock()
-            .truncate(log_id.index)
+        let mut wal = self.wal.lock();
+        self.recent.lock().truncate(log_id.index);
+        wal.truncate(log_id.index)
             .map_err(|e| io_err(StorageIOError::write_logs, e))
     }
 
@@ -337,9 +356,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(|e| io_err(StorageIOError::write_logs, e))?;
         }
         self.put_meta(raft_meta::PURGED, &log_id, true)?;
-        self.wal
-            .lock()
-            .purge(log_id.index)
+        let mut wal = self.wal.lock();
+        self.recent.lock().purge(log_id.index);
+        wal.purge(log_id.index)
             .map_err(|e| io_err(StorageIOError::write_logs, e))
     }
 }

@@ -13,6 +13,7 @@
 pub mod log_store;
 pub mod network;
 pub mod proposals;
+pub mod recent;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;
