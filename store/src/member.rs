@@ -990,8 +990,9 @@ async fn commit(member: &Member, reqs: Vec<Request>) -> Result<Vec<Result<ApplyR
         // entry (openraft's own reply would come later).
         r = &mut waiter.rx => r.map_err(|_| StoreError::Stopped)?,
         w = &mut write => match w {
-            // Applied, but the result went to openraft: the waiter was gone (it cannot
-            // be while we hold it) or the entry was applied before we registered.
+            // Applied. The state machine handed the result to the waiter before
+            // openraft replied, but `select!` may pick this branch when both are ready;
+            // openraft's copy is only a placeholder then.
             Ok(resp) => match waiter.rx.try_recv() {
                 Ok(r) => r,
                 Err(_) => resp.data,
