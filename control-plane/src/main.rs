@@ -8,12 +8,6 @@
 mod cli;
 mod client;
 
-/// mimalloc instead of glibc's malloc: the servers allocate and free many small buffers
-/// per request across threads (measured: ~14 % of the store's CPU in glibc malloc/free at
-/// 64 clients).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::Parser;
 use cli::{Cli, Command, LogFormat, StoreAction};
 use tracing_subscriber::EnvFilter;
