@@ -6,15 +6,18 @@
 //! requests). The log store keeps the entries it appended last (a suffix of the log, up to
 //! [`MAX_ENTRIES`] entries and [`MAX_BYTES`] of encoded size) and serves such reads with
 //! a clone. The segments stay the only durable copy; this is a cache of their tail.
+//! Reads right after an append are what it is for (a lagging follower's catch-up reads
+//! the segments), so it stays small: at 256 clients an entry is ~20 KiB, and 4 MiB holds
+//! ~200 of them.
 
 use std::collections::VecDeque;
 
 use crate::raft::types::Entry;
 
 /// Most entries kept.
-pub const MAX_ENTRIES: usize = 4096;
+pub const MAX_ENTRIES: usize = 1024;
 /// Most encoded bytes kept.
-pub const MAX_BYTES: usize = 16 << 20;
+pub const MAX_BYTES: usize = 4 << 20;
 
 /// A contiguous run of the log's newest entries, with their encoded sizes.
 #[derive(Default)]
