@@ -167,21 +167,16 @@ impl KvStore {
     /// # Errors
     /// Storage errors or corrupt records.
     pub fn get_version(&self, key: &[u8], at: i64) -> Result<Option<(Revision, KvRecord)>> {
-        let Some(newest) = self.index.get(key) else {
-            // No stored version at all.
-            return Ok(None);
-        };
-        if newest.rev.main <= at {
-            if newest.tombstone {
-                return Ok(Some((newest.rev, Newest::tombstone_record())));
-            }
-            if let Some(found) = self.get_exact(key, newest.rev)? {
-                return Ok(Some(found));
-            }
-            // Compacted away under a reader pinned below the compaction: let the search
-            // below find what is left, as a read without the index would.
+        match self.get_version_meta(key, at)? {
+            None => Ok(None),
+            Some((rev, rec, true)) => Ok(Some((rev, rec))),
+            Some((rev, _, false)) => match self.get_exact(key, rev)? {
+                Some(found) => Ok(Some(found)),
+                // Compacted away under a reader pinned below the compaction: search for
+                // what is left, as a read without the index would.
+                None => self.search_version(key, at),
+            },
         }
-        self.search_version(key, at)
     }
 
     /// [`KvStore::get_version`] without reading the value when the key index can answer:
@@ -196,6 +191,7 @@ impl KvStore {
         at: i64,
     ) -> Result<Option<(Revision, KvRecord, bool)>> {
         match self.index.get(key) {
+            // No stored version at all.
             None => Ok(None),
             Some(n) if n.rev.main <= at => {
                 if n.tombstone {
@@ -467,8 +463,8 @@ impl KvStore {
             // Keep the newest version at or below compact_rev unless it is a delete. A
             // kept version keeps its change-log entry too, so that a later compaction,
             // after the key was overwritten or deleted, finds it and removes it.
-            let (keep, last) = match self.get_version(&user_key, compact_rev)? {
-                Some((newest, rec)) => (newest == rev && !rec.tombstone, newest == rev),
+            let (keep, last) = match self.get_version_meta(&user_key, compact_rev)? {
+                Some((newest, rec, _)) => (newest == rev && !rec.tombstone, newest == rev),
                 None => (false, false),
             };
             if !keep {

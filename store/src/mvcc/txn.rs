@@ -44,7 +44,7 @@ pub struct WriteTxn<'a> {
     earlier: Option<&'a Overlay>,
     sub: i64,
     /// Latest state of each key written by this request (tombstones included).
-    overlay: BTreeMap<Vec<u8>, (Revision, KvRecord)>,
+    overlay: Overlay,
     /// Changes made, in order.
     changes: Vec<Change>,
     lease_exists: &'a dyn Fn(i64) -> bool,
@@ -69,7 +69,7 @@ impl<'a> WriteTxn<'a> {
             read_at: base,
             earlier: None,
             sub: 0,
-            overlay: BTreeMap::new(),
+            overlay: Overlay::new(),
             changes: Vec::new(),
             lease_exists,
             prev_values: true,

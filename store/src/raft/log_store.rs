@@ -111,9 +111,16 @@ impl LogStore {
         let mut moved = 0u64;
         let mut files: Vec<Arc<File>> = Vec::new();
         let mut chunk: Vec<(u64, Vec<u8>)> = Vec::new();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            chunk.push((schema::parse_log_key(k), v.to_vec()));
-            if chunk.len() >= 1024 {
+        loop {
+            let more = match (it.key(), it.value()) {
+                (Some(k), Some(v)) => {
+                    chunk.push((schema::parse_log_key(k), v.to_vec()));
+                    it.next();
+                    true
+                }
+                _ => false,
+            };
+            if chunk.len() >= 1024 || !more {
                 files.extend(
                     wal.append(&chunk)
                         .map_err(|e| StoreError::Storage(e.to_string()))?,
@@ -121,14 +128,11 @@ impl LogStore {
                 moved += chunk.len() as u64;
                 chunk.clear();
             }
-            it.next();
+            if !more {
+                break;
+            }
         }
         it.status()?;
-        moved += chunk.len() as u64;
-        files.extend(
-            wal.append(&chunk)
-                .map_err(|e| StoreError::Storage(e.to_string()))?,
-        );
         sync_files(&files).map_err(|e| StoreError::Storage(format!("raft log sync: {e}")))?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf_log(), schema::log_key(0), schema::log_key(u64::MAX));
@@ -360,5 +364,46 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.recent.lock().purge(log_id.index);
         wal.purge(log_id.index)
             .map_err(|e| io_err(StorageIOError::write_logs, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    /// An old data dir's entries in RocksDB move to the segments (in chunks, the last
+    /// one short) and are gone from RocksDB afterwards.
+    #[tokio::test]
+    async fn entries_kept_in_rocksdb_by_an_older_build_move_to_the_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::storage::open_db(&dir.path().join("db")).unwrap();
+        let cf = db.cf_handle(CF_RAFT_LOG).unwrap();
+        for i in 1..=2500u64 {
+            let e = Entry {
+                log_id: openraft::LogId::new(CommittedLeaderId::new(1, 1), i),
+                payload: EntryPayload::Blank,
+            };
+            db.put_cf(cf, schema::log_key(i), encode(&e).unwrap())
+                .unwrap();
+        }
+        let mut store = LogStore::new(
+            db.clone(),
+            &dir.path().join("wal"),
+            Arc::new(Metrics::new()),
+            false,
+        )
+        .unwrap();
+        let got: Vec<u64> = store
+            .try_get_log_entries(1..)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect();
+        assert_eq!(got, (1..=2500).collect::<Vec<_>>());
+        let mut it = db.raw_iterator_cf(cf);
+        it.seek_to_first();
+        assert!(it.key().is_none(), "RocksDB still holds log entries");
     }
 }

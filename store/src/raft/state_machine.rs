@@ -333,10 +333,7 @@ impl StateMachine {
             }
         };
         let mut batch = batch;
-        match sub {
-            Some(i) => batch.put_cf(meta_cf, sm_meta::APPLIED_SUB, encode(&(log_id, i))?),
-            None => batch.put_cf(meta_cf, sm_meta::APPLIED, encode(&Some(log_id))?),
-        }
+        mark_applied(&mut batch, meta_cf, log_id, sub)?;
         s.kv.write(batch, &changes)?;
 
         // Make the effects visible, in this order: revision, watchers, side tables.
@@ -433,10 +430,7 @@ impl StateMachine {
         if !published.is_empty() {
             batch.put_cf(meta_cf, sm_meta::REVISION, base.to_be_bytes());
         }
-        match sub {
-            Some(i) => batch.put_cf(meta_cf, sm_meta::APPLIED_SUB, encode(&(log_id, i))?),
-            None => batch.put_cf(meta_cf, sm_meta::APPLIED, encode(&Some(log_id))?),
-        }
+        mark_applied(&mut batch, meta_cf, log_id, sub)?;
         s.kv.write(batch, published.iter().flat_map(|(_, c)| c))?;
         for (rev, changes) in &published {
             s.kv.publish_revision(*rev);
@@ -777,4 +771,19 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 /// their first write.
 fn groupable(req: &Request) -> bool {
     matches!(req, Request::Put(_) | Request::DeleteRange(_))
+}
+
+/// Records in `batch` how far the apply got: request `i` of entry `log_id` (`sub =
+/// Some(i)`, not its last) or the whole entry (`None`).
+fn mark_applied(
+    batch: &mut WriteBatch,
+    meta_cf: &rocksdb::ColumnFamily,
+    log_id: LogId,
+    sub: Option<u64>,
+) -> Result<()> {
+    match sub {
+        Some(i) => batch.put_cf(meta_cf, sm_meta::APPLIED_SUB, encode(&(log_id, i))?),
+        None => batch.put_cf(meta_cf, sm_meta::APPLIED, encode(&Some(log_id))?),
+    }
+    Ok(())
 }
