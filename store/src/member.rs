@@ -983,29 +983,40 @@ async fn commit(member: &Member, reqs: Vec<Request>) -> Result<Vec<Result<ApplyR
         id: waiter.id,
         request: Box::new(inner),
     };
-    let write = member.raft.client_write(entry);
-    tokio::pin!(write);
+    let mut reply = member
+        .raft
+        .client_write_ff(entry)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("raft stopped: {e}")))?;
     let r = tokio::select! {
         // The usual way: the state machine handed the result over when it applied the
-        // entry (openraft's own reply would come later).
-        r = &mut waiter.rx => r.map_err(|_| StoreError::Stopped)?,
-        w = &mut write => match w {
+        // entry. openraft's own reply comes later; it is still received (by a task of
+        // its own), since openraft warns about every reply nobody takes.
+        r = &mut waiter.rx => {
+            tokio::spawn(async move {
+                let _ = reply.await;
+            });
+            r.map_err(|_| StoreError::Stopped)?
+        }
+        w = &mut reply => match w {
             // Applied. The state machine handed the result to the waiter before
             // openraft replied, but `select!` may pick this branch when both are ready;
             // openraft's copy is only a placeholder then.
-            Ok(resp) => match waiter.rx.try_recv() {
+            Ok(Ok(resp)) => match waiter.rx.try_recv() {
                 Ok(r) => r,
                 Err(_) => resp.data,
             },
             // Not appended: safe for the callers to retry elsewhere.
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+            Ok(Err(ClientWriteError::ForwardToLeader(_))) => {
                 return Err(StoreError::LeaderChanged)
             }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+            Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
                 return Err(StoreError::Internal(e.to_string()))
             }
-            Err(RaftError::Fatal(e)) => {
-                return Err(StoreError::Unavailable(format!("raft stopped: {e}")))
+            Err(_) => {
+                return Err(StoreError::Unavailable(
+                    "raft stopped before the write's outcome was known".into(),
+                ))
             }
         },
     };
