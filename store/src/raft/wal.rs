@@ -40,6 +40,16 @@ use std::sync::Arc;
 
 /// Size of a new segment.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
+/// How far ahead of the last record a segment's blocks are written with zeros.
+///
+/// `fallocate` gives a segment its blocks, but ext4 (like xfs) marks them *unwritten*: the
+/// first write into such a block converts its extent, a metadata change that every
+/// `fdatasync` then has to commit to the journal (measured here: 170 µs and ~65 µs of CPU
+/// per append + fdatasync, against 100 µs and ~45 µs when the blocks were written before).
+/// Writing zeros a chunk ahead pays that conversion once per chunk instead of once per
+/// sync. Not the whole segment at once: a new segment must not stall the append that
+/// opens it, and short-lived data dirs (tests) should not write 64 MiB each.
+const ZERO_AHEAD: u64 = 1 << 20;
 /// Bytes of a record's header.
 const HEADER: usize = 16;
 
@@ -65,6 +75,9 @@ struct Segment {
     size: u64,
     /// End of the last record.
     written: u64,
+    /// Blocks before this offset have been written (zeros or records): overwriting them
+    /// changes no metadata. Never below `written`.
+    zeroed: u64,
     /// Index the next record must have (None: no record yet).
     next: Option<u64>,
     /// `crc` of the last record (0: none).
@@ -113,24 +126,19 @@ fn sync_dir(dir: &Path) -> Result<(), WalError> {
 }
 
 /// Allocates `size` bytes of real blocks (not a sparse hole): writes into them then
-/// change no file size, so `fdatasync` has no metadata to commit.
-fn preallocate(file: &File, size: u64) -> std::io::Result<()> {
+/// change no file size. Returns how much of the file has been written with zeros (all of
+/// it on a file system without `fallocate`, none otherwise; see [`ZERO_AHEAD`]).
+fn preallocate(file: &File, size: u64) -> std::io::Result<u64> {
     let len =
         i64::try_from(size).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     let e = match nix::fcntl::fallocate(file, nix::fcntl::FallocateFlags::empty(), 0, len) {
-        Ok(()) => return Ok(()),
+        Ok(()) => return Ok(0),
         Err(e) => e,
     };
     if e == nix::errno::Errno::EOPNOTSUPP {
         // A file system without fallocate: write the zeros.
-        let zeros = vec![0u8; 1 << 20];
-        let mut off = 0;
-        while off < size {
-            let n = zeros.len().min((size - off) as usize);
-            file.write_all_at(&zeros[..n], off)?;
-            off += n as u64;
-        }
-        return Ok(());
+        zero_range(file, 0, size)?;
+        return Ok(size);
     }
     Err(std::io::Error::from(e))
 }
@@ -230,6 +238,7 @@ impl Wal {
                 file: Arc::new(file),
                 size,
                 written: 0,
+                zeroed: 0,
                 next: None,
                 last_crc: 0,
             };
@@ -267,6 +276,10 @@ impl Wal {
                 zero_range(&seg.file, seg.written, seg.size)
                     .and_then(|_| seg.file.sync_data())
                     .map_err(err(format!("zero the torn tail of {}", path.display())))?;
+                seg.zeroed = seg.size;
+            } else {
+                // What lies past the last record is not known to be written blocks.
+                seg.zeroed = seg.written;
             }
             wal.segments.push_back(seg);
         }
@@ -314,8 +327,8 @@ impl Wal {
             .truncate(true)
             .open(&path)
             .map_err(err(format!("create {}", path.display())))?;
-        preallocate(&file, size)
-            .and_then(|_| file.sync_all())
+        let zeroed = preallocate(&file, size)
+            .and_then(|zeroed| file.sync_all().map(|_| zeroed))
             .map_err(err(format!("preallocate {}", path.display())))?;
         sync_dir(&self.dir)?;
         self.segments.push_back(Segment {
@@ -323,6 +336,7 @@ impl Wal {
             file: Arc::new(file),
             size,
             written: 0,
+            zeroed,
             next: None,
             last_crc: 0,
         });
@@ -396,6 +410,15 @@ impl Wal {
             return Ok(());
         }
         let seg = self.active();
+        let end = at + buf.len() as u64;
+        if end > seg.zeroed {
+            // Write the blocks ahead with zeros now, in the same sync as these records
+            // (see ZERO_AHEAD); the records themselves cover `at..end`.
+            let ahead = (end + ZERO_AHEAD).min(seg.size);
+            zero_range(&seg.file, end, ahead)
+                .map_err(err(format!("write zeros ahead in {}", seg.path.display())))?;
+            seg.zeroed = ahead.max(end);
+        }
         seg.file
             .write_all_at(buf, at)
             .map_err(err(format!("write {}", seg.path.display())))?;
