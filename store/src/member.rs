@@ -309,17 +309,31 @@ impl Member {
             .and_then(|n| n.peer_urls.first().cloned())
     }
 
-    /// Sends a request to the leader (or `to`), relaying its answer.
+    /// Sends a request to the leader (or `to`), relaying its answer; gives up after a
+    /// request timeout.
     async fn forward(&self, to: Option<NodeId>, req: &Forward) -> Result<ForwardReply> {
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        self.forward_until(to, req, deadline).await
+    }
+
+    /// [`Member::forward`], giving up at `deadline`.
+    async fn forward_until(
+        &self,
+        to: Option<NodeId>,
+        req: &Forward,
+        deadline: tokio::time::Instant,
+    ) -> Result<ForwardReply> {
         let leader = match to {
             Some(t) => t,
-            None => self.wait_for_leader().await?,
+            None => tokio::time::timeout_at(deadline, self.wait_for_leader())
+                .await
+                .map_err(|_| StoreError::Timeout)??,
         };
         let url = self.peer_url(leader).ok_or(StoreError::NoLeader)?;
         let reply = self
             .peers
             .forwarder(&url)
-            .call(&encode(req)?, self.config.request_timeout)
+            .call(&encode(req)?, deadline)
             .await
             .map_err(|e| match e {
                 ForwardFailure::Timeout => StoreError::Timeout,
@@ -360,26 +374,38 @@ impl Member {
     /// unknown for the last two).
     pub async fn propose(&self, req: Request) -> Result<ApplyResult> {
         self.metrics.proposals_pending.inc();
-        let r = tokio::time::timeout(self.config.request_timeout, self.propose_inner(req)).await;
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        let r = self.propose_inner(req, deadline).await;
         self.metrics.proposals_pending.dec();
-        let r = r.map_err(|_| StoreError::Timeout)??;
+        let r = r?;
         r.result.as_ref().map_err(Clone::clone)?;
         Ok(r)
     }
 
-    /// Proposes at the leader, wherever it is. Retries only failures that prove the
-    /// request never reached the log — this member or the one it asked was not the
-    /// leader, no leader is known, the leader could not be connected to — so a retry can
-    /// never apply a write twice. The caller's timeout bounds the retries.
-    async fn propose_inner(&self, req: Request) -> Result<ApplyResult> {
+    /// Proposes at the leader, wherever it is, until `deadline`. Retries only failures
+    /// that prove the request never reached the log — this member or the one it asked
+    /// was not the leader, no leader is known, the leader could not be connected to — so
+    /// a retry can never apply a write twice.
+    ///
+    /// The deadline is not one timer per request: a request waiting in the proposer's
+    /// queue is bounded by the timer of the batch it joins (`commit`), a forwarded one by
+    /// the forward's own; a timer per write was a measurable share of a put's CPU.
+    async fn propose_inner(
+        &self,
+        req: Request,
+        deadline: tokio::time::Instant,
+    ) -> Result<ApplyResult> {
         loop {
             let err = if self.is_leader() {
-                match self.proposer.submit(self, req.clone()).await {
+                match self.proposer.submit(self, req.clone(), deadline).await {
                     Ok(r) => return Ok(r),
                     Err(e) => e,
                 }
             } else {
-                match self.forward(None, &Forward::Propose(req.clone())).await {
+                match self
+                    .forward_until(None, &Forward::Propose(req.clone()), deadline)
+                    .await
+                {
                     Ok(ForwardReply::Applied(r)) => return Ok(r),
                     Ok(other) => {
                         return Err(StoreError::Internal(format!(
@@ -391,7 +417,11 @@ impl Member {
             };
             match err {
                 StoreError::LeaderChanged | StoreError::NoLeader => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let retry = tokio::time::Instant::now() + Duration::from_millis(20);
+                    if retry >= deadline {
+                        return Err(StoreError::Timeout);
+                    }
+                    tokio::time::sleep_until(retry).await;
                 }
                 e => return Err(e),
             }
@@ -677,7 +707,12 @@ impl Member {
                 if !self.is_leader() {
                     return Err(StoreError::LeaderChanged);
                 }
-                Ok(ForwardReply::Applied(self.proposer.submit(self, r).await?))
+                // The forwarding member gives up at its own deadline; this one, for
+                // the batch the request joins, no later.
+                let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+                Ok(ForwardReply::Applied(
+                    self.proposer.submit(self, r, deadline).await?,
+                ))
             }
             Forward::ReadIndex => {
                 if !self.is_leader() {
@@ -906,7 +941,12 @@ async fn join_existing(config: &StoreConfig, peers: &PeerChannels) -> Result<(No
     }
 }
 
-type Proposal = (Request, oneshot::Sender<Result<ApplyResult>>);
+/// A request waiting for the proposer task, with its deadline and where its result goes.
+type Proposal = (
+    Request,
+    tokio::time::Instant,
+    oneshot::Sender<Result<ApplyResult>>,
+);
 
 /// Group commit at the proposer: requests that arrive while earlier ones are being
 /// committed are proposed together as one log entry (`Request::Batch`), so a burst of
@@ -928,7 +968,7 @@ const MAX_BATCH: usize = 512;
 /// Most bytes of requests in one batched entry.
 const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Batches being committed at once.
-const BATCHES_IN_FLIGHT: usize = 2;
+const BATCHES_IN_FLIGHT: usize = 1;
 
 impl Proposer {
     fn new() -> Self {
@@ -943,11 +983,17 @@ impl Proposer {
 
     /// Proposes `req` on this member (which must be the leader) and returns its result.
     /// `LeaderChanged` means the request was not appended to the log.
-    async fn submit(&self, member: &Member, req: Request) -> Result<ApplyResult> {
+    /// Gives up at `deadline` (the result is then unknown: `Timeout`).
+    async fn submit(
+        &self,
+        member: &Member,
+        req: Request,
+        deadline: tokio::time::Instant,
+    ) -> Result<ApplyResult> {
         use std::sync::atomic::Ordering;
         if self.queued.load(Ordering::SeqCst) == 0 {
             if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-                let r = commit(member, vec![req]).await;
+                let r = commit(member, vec![req], deadline).await;
                 drop(permit);
                 return r.and_then(|mut v| {
                     v.pop()
@@ -957,7 +1003,7 @@ impl Proposer {
         }
         let (tx, rx) = oneshot::channel();
         self.queued.fetch_add(1, Ordering::SeqCst);
-        if self.tx.send((req, tx)).is_err() {
+        if self.tx.send((req, deadline, tx)).is_err() {
             self.queued.fetch_sub(1, Ordering::SeqCst);
             return Err(StoreError::Stopped);
         }
@@ -968,8 +1014,13 @@ impl Proposer {
 /// Proposes `reqs` as one entry (a lone request as itself, several as a
 /// `Request::Batch`), tagged for a direct hand-over of the result (`raft::proposals`),
 /// and returns each request's result, in order. An error applies to all of them;
-/// `LeaderChanged` means the entry was not appended.
-async fn commit(member: &Member, reqs: Vec<Request>) -> Result<Vec<Result<ApplyResult>>> {
+/// `LeaderChanged` means the entry was not appended, `Timeout` (at `deadline`) that its
+/// outcome is unknown.
+async fn commit(
+    member: &Member,
+    reqs: Vec<Request>,
+    deadline: tokio::time::Instant,
+) -> Result<Vec<Result<ApplyResult>>> {
     let n = reqs.len();
     let inner = if n == 1 {
         reqs.into_iter()
@@ -988,38 +1039,39 @@ async fn commit(member: &Member, reqs: Vec<Request>) -> Result<Vec<Result<ApplyR
         .client_write_ff(entry)
         .await
         .map_err(|e| StoreError::Unavailable(format!("raft stopped: {e}")))?;
-    let r = tokio::select! {
-        // The usual way: the state machine handed the result over when it applied the
-        // entry. openraft's own reply comes later; it is still received (by a task of
-        // its own), since openraft warns about every reply nobody takes.
-        r = &mut waiter.rx => {
-            tokio::spawn(async move {
-                let _ = reply.await;
-            });
-            r.map_err(|_| StoreError::Stopped)?
-        }
-        w = &mut reply => match w {
-            // Applied. The state machine handed the result to the waiter before
-            // openraft replied, but `select!` may pick this branch when both are ready;
-            // openraft's copy is only a placeholder then.
-            Ok(Ok(resp)) => match waiter.rx.try_recv() {
-                Ok(r) => r,
-                Err(_) => resp.data,
-            },
-            // Not appended: safe for the callers to retry elsewhere.
-            Ok(Err(ClientWriteError::ForwardToLeader(_))) => {
-                return Err(StoreError::LeaderChanged)
+    // One timer per entry, not per request (see `Member::propose_inner`).
+    let outcome = tokio::time::timeout_at(deadline, async move {
+        tokio::select! {
+            // The usual way: the state machine handed the result over when it applied
+            // the entry. openraft's own reply comes later; it is still received (by a
+            // task of its own), since openraft warns about every reply nobody takes.
+            r = &mut waiter.rx => {
+                tokio::spawn(async move {
+                    let _ = reply.await;
+                });
+                r.map_err(|_| StoreError::Stopped)
             }
-            Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
-                return Err(StoreError::Internal(e.to_string()))
-            }
-            Err(_) => {
-                return Err(StoreError::Unavailable(
+            w = &mut reply => match w {
+                // Applied. The state machine handed the result to the waiter before
+                // openraft replied, but `select!` may pick this branch when both are
+                // ready; openraft's copy is only a placeholder then.
+                Ok(Ok(resp)) => Ok(match waiter.rx.try_recv() {
+                    Ok(r) => r,
+                    Err(_) => resp.data,
+                }),
+                // Not appended: safe for the callers to retry elsewhere.
+                Ok(Err(ClientWriteError::ForwardToLeader(_))) => Err(StoreError::LeaderChanged),
+                Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
+                    Err(StoreError::Internal(e.to_string()))
+                }
+                Err(_) => Err(StoreError::Unavailable(
                     "raft stopped before the write's outcome was known".into(),
-                ))
-            }
-        },
-    };
+                )),
+            },
+        }
+    })
+    .await;
+    let r = outcome.map_err(|_| StoreError::Timeout)??;
     if n == 1 {
         return Ok(vec![Ok(r)]);
     }
@@ -1061,11 +1113,13 @@ async fn proposer_loop(member: Arc<Member>, mut shutdown: tokio::sync::watch::Re
             return;
         };
         let mut bytes = request_size(&first.0);
+        let mut deadline = first.1;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
                 Ok(p) => {
                     bytes += request_size(&p.0);
+                    deadline = deadline.min(p.1);
                     batch.push(p);
                 }
                 Err(_) => break,
@@ -1079,8 +1133,8 @@ async fn proposer_loop(member: Arc<Member>, mut shutdown: tokio::sync::watch::Re
         tokio::spawn(async move {
             let _permit = permit;
             let (reqs, waiters): (Vec<Request>, Vec<oneshot::Sender<Result<ApplyResult>>>) =
-                batch.into_iter().unzip();
-            match commit(&m, reqs).await {
+                batch.into_iter().map(|(r, _, w)| (r, w)).unzip();
+            match commit(&m, reqs, deadline).await {
                 Ok(results) => {
                     for (w, r) in waiters.into_iter().zip(results) {
                         let _ = w.send(r);

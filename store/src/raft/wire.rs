@@ -233,11 +233,15 @@ impl Forwarder {
         Ok(c)
     }
 
-    /// Sends `body` and waits up to `timeout` for the answer's body.
+    /// Sends `body` and waits until `deadline` for the answer's body.
     ///
     /// # Errors
     /// See [`ForwardFailure`].
-    pub async fn call(&self, body: &[u8], timeout: Duration) -> Result<Vec<u8>, ForwardFailure> {
+    pub async fn call(
+        &self,
+        body: &[u8],
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<u8>, ForwardFailure> {
         let conn = self.connection().await?;
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = frame(&id.to_le_bytes(), body).map_err(ForwardFailure::Refused)?;
@@ -248,7 +252,7 @@ impl Forwarder {
             conn.shared.pending.lock().remove(&id);
             return Err(ForwardFailure::Lost);
         }
-        match tokio::time::timeout(timeout, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(ForwardFailure::Lost),
             Err(_) => {
@@ -323,7 +327,7 @@ mod tests {
     async fn forwarder_matches_answers_out_of_order_and_reports_a_lost_connection() {
         let url = reversing_server(2).await;
         let f = Arc::new(Forwarder::new(&url));
-        let t = Duration::from_secs(5);
+        let t = tokio::time::Instant::now() + Duration::from_secs(5);
         let (a, b) = tokio::join!(f.call(b"abc", t), f.call(b"12345", t));
         assert_eq!(a.unwrap(), b"cba");
         assert_eq!(b.unwrap(), b"54321");
@@ -341,7 +345,9 @@ mod tests {
         let url = format!("http://{}", l.local_addr().unwrap());
         drop(l);
         let f = Forwarder::new(&url);
-        let r = f.call(b"x", Duration::from_secs(1)).await;
+        let r = f
+            .call(b"x", tokio::time::Instant::now() + Duration::from_secs(1))
+            .await;
         assert!(matches!(r, Err(ForwardFailure::Connect(_))), "{r:?}");
 
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -352,7 +358,12 @@ mod tests {
             drop(s);
         });
         let f = Forwarder::new(&url);
-        let r = f.call(b"x", Duration::from_millis(200)).await;
+        let r = f
+            .call(
+                b"x",
+                tokio::time::Instant::now() + Duration::from_millis(200),
+            )
+            .await;
         assert!(matches!(r, Err(ForwardFailure::Timeout)), "{r:?}");
     }
 }
