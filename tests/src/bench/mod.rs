@@ -13,6 +13,7 @@
 //! - [`stats`]: latency histograms (hdrhistogram) and their [`Summary`].
 //! - [`runner`]: connections, and the put / range / txn / lease keep-alive loops.
 //! - [`watch`]: the watch fan-out case with its exactly-once delivery check.
+//! - [`cpu`]: CPU time per request of the servers and of the client.
 //! - [`report`]: markdown tables, single-target and Skiff/etcd comparison.
 //! - [`schedule`]: `skiff-bench schedule`: scheduling throughput on simulated nodes and
 //!   the time to create and bind a large Deployment.
@@ -20,6 +21,7 @@
 //!   server, with its own report.
 
 pub mod api;
+pub mod cpu;
 pub mod keys;
 pub mod pods;
 pub mod report;

@@ -17,6 +17,19 @@ pub struct CaseResult {
     pub note: String,
     /// Whether a correctness check of the case failed (e.g. a watch event missing).
     pub failed: bool,
+    /// CPU time per request, when the servers' processes were known.
+    pub cpu: Option<CpuPerOp>,
+}
+
+/// CPU time spent per request of a case, µs: every server process together, and the
+/// benchmark client. On a machine where client and servers share the CPUs, throughput
+/// follows their sum, and it varies far less between runs than throughput does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuPerOp {
+    /// All server processes (every member), user + system.
+    pub server_us: f64,
+    /// This benchmark process, user + system.
+    pub client_us: f64,
 }
 
 impl CaseResult {
@@ -27,7 +40,14 @@ impl CaseResult {
             summary,
             note,
             failed: false,
+            cpu: None,
         }
+    }
+
+    /// `server` µs CPU/op, or `-` when not measured.
+    fn server_cpu(&self) -> String {
+        self.cpu
+            .map_or_else(|| "-".to_string(), |c| format!("{:.1}", c.server_us))
     }
 
     /// The note with errors prepended when there were any.
@@ -51,14 +71,21 @@ pub fn single_table(target: &str, members: usize, results: &[CaseResult]) -> Str
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| target | members | case | ops | ops/s | p50 ms | p90 ms | p99 ms | max ms | notes |"
+        "| target | members | case | ops | ops/s | p50 ms | p90 ms | p99 ms | max ms \
+         | server CPU µs/op | client CPU µs/op | notes |"
     );
-    let _ = writeln!(out, "|---|---:|---|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(
+        out,
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
     for r in results {
         let s = &r.summary;
+        let client = r
+            .cpu
+            .map_or_else(|| "-".to_string(), |c| format!("{:.1}", c.client_us));
         let _ = writeln!(
             out,
-            "| {target} | {members} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            "| {target} | {members} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
             r.case,
             s.ops,
             s.ops_per_sec,
@@ -66,6 +93,8 @@ pub fn single_table(target: &str, members: usize, results: &[CaseResult]) -> Str
             s.p90_ms,
             s.p99_ms,
             s.max_ms,
+            r.server_cpu(),
+            client,
             r.remarks()
         );
     }
@@ -127,11 +156,12 @@ impl Comparison {
         let _ = writeln!(
             out,
             "| case | members | {b} ops/s | {c} ops/s | {c}/{b} ops/s | {b} p50 ms | {c} p50 ms \
-             | {c}/{b} p50 | {b} p99 ms | {c} p99 ms | {c}/{b} p99 | notes |"
+             | {c}/{b} p50 | {b} p99 ms | {c} p99 ms | {c}/{b} p99 \
+             | {b} server CPU µs/op | {c} server CPU µs/op | notes |"
         );
         let _ = writeln!(
             out,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         );
         for row in &self.cases {
             let (x, y) = (&row.baseline.summary, &row.candidate.summary);
@@ -144,7 +174,7 @@ impl Comparison {
             }
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {} | {} |",
+                "| {} | {} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {} | {} | {} | {} |",
                 row.baseline.case,
                 row.members,
                 x.ops_per_sec,
@@ -156,6 +186,8 @@ impl Comparison {
                 x.p99_ms,
                 y.p99_ms,
                 ratio(y.p99_ms, x.p99_ms),
+                row.baseline.server_cpu(),
+                row.candidate.server_cpu(),
                 notes.join("<br>"),
             );
         }
@@ -225,7 +257,13 @@ mod tests {
             candidate: "skiff".into(),
             cases: vec![ComparedCase {
                 members: 3,
-                baseline: result(1000.0, 2.0, 8.0),
+                baseline: CaseResult {
+                    cpu: Some(CpuPerOp {
+                        server_us: 70.04,
+                        client_us: 30.0,
+                    }),
+                    ..result(1000.0, 2.0, 8.0)
+                },
                 candidate: failed,
             }],
             rss: Some(RssPair {
@@ -240,6 +278,10 @@ mod tests {
             md.contains("| put:64 | 3 | 1000 | 1500 | 1.50× | 2.00 | 1.00 | 0.50× |"),
             "{md}"
         );
+        assert!(
+            md.contains("| 8.00 | 4.00 | 0.50× | 70.0 | - | skiff:"),
+            "server CPU per op, `-` where not measured: {md}"
+        );
         assert!(md.contains("skiff: **FAILED**; 2 errors"), "{md}");
         assert!(
             md.contains("| after 100000 keys × 256 B | 2.0 | 1.0 | 0.50× |"),
@@ -249,8 +291,14 @@ mod tests {
 
     #[test]
     fn single_table_rows() {
-        let md = single_table("etcd", 1, &[result(10.0, 1.0, 2.0)]);
+        let mut r = result(10.0, 1.0, 2.0);
+        r.cpu = Some(CpuPerOp {
+            server_us: 41.26,
+            client_us: 33.0,
+        });
+        let md = single_table("etcd", 1, &[r]);
         assert_eq!(md.lines().count(), 3);
         assert!(md.contains("| etcd | 1 | put:64 | 100 | 10 |"), "{md}");
+        assert!(md.contains("| 41.3 | 33.0 |"), "{md}");
     }
 }

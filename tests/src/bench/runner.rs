@@ -21,6 +21,7 @@ use skiff_proto::etcdserverpb::{
 use tonic::transport::Channel;
 use tonic::Streaming;
 
+use super::cpu::CpuSample;
 use super::keys::{prefix_end, value, KeySpace};
 use super::report::CaseResult;
 use super::stats::Recorder;
@@ -46,6 +47,9 @@ pub struct Session {
     pub params: Params,
     /// Whether the key space has been written (range cases need it).
     pub loaded: bool,
+    /// The servers' processes, when known (clusters this benchmark started): their CPU
+    /// time per request is then reported.
+    pub server_pids: Vec<u32>,
 }
 
 impl Session {
@@ -55,6 +59,7 @@ impl Session {
             endpoints,
             params,
             loaded: false,
+            server_pids: Vec::new(),
         }
     }
 
@@ -115,6 +120,7 @@ pub async fn run_case(session: &mut Session, case: Case) -> Result<CaseResult> {
             .map_err(|_| anyhow!("setting up client {c} of {case} timed out"))??,
         );
     }
+    let cpu_before = CpuSample::take(&session.server_pids);
     let (recorder, elapsed, workers) = drive(
         workers,
         params.total,
@@ -122,6 +128,7 @@ pub async fn run_case(session: &mut Session, case: Case) -> Result<CaseResult> {
         params.op_timeout,
     )
     .await;
+    let cpu = cpu_before.per_op(&CpuSample::take(&session.server_pids), recorder.ops());
     let mut note = String::new();
     if case.workload == Workload::TxnPut {
         let conflicts: u64 = workers.iter().map(Worker::conflicts).sum();
@@ -130,7 +137,9 @@ pub async fn run_case(session: &mut Session, case: Case) -> Result<CaseResult> {
     if case.workload == Workload::LeaseKeepAlive {
         revoke_leases(&workers).await;
     }
-    Ok(CaseResult::new(case, recorder.summary(elapsed), note))
+    let mut result = CaseResult::new(case, recorder.summary(elapsed), note);
+    result.cpu = cpu;
+    Ok(result)
 }
 
 /// Writes keys `0..count` of the key space once each (sequentially numbered, by
@@ -169,14 +178,18 @@ async fn drive(
     op_timeout: Duration,
 ) -> (Recorder, Duration, Vec<Worker>) {
     let issued = Arc::new(AtomicU64::new(0));
+    // The histograms are allocated (and their pages touched) before the clock starts: at
+    // 256 clients that is tens of MiB, which would otherwise count against the first
+    // milliseconds of a short case.
+    let recorders: Vec<Recorder> = workers.iter().map(|_| Recorder::new()).collect();
     let start = Instant::now();
     let deadline = start + max_duration;
     let tasks: Vec<_> = workers
         .into_iter()
-        .map(|mut worker| {
+        .zip(recorders)
+        .map(|(mut worker, mut rec)| {
             let issued = issued.clone();
             tokio::spawn(async move {
-                let mut rec = Recorder::new();
                 loop {
                     let n = issued.fetch_add(1, Ordering::Relaxed);
                     if n >= total || Instant::now() >= deadline {

@@ -795,6 +795,9 @@ async fn run_one(args: RunArgs) -> Result<()> {
         (None, endpoints, n)
     };
     let mut session = Session::new(endpoints, params);
+    if let Some(c) = &_cluster {
+        session.server_pids = c.members().iter().filter_map(|m| m.pid()).collect();
+    }
     let results = run_suite(label, &mut session, &suite).await?;
     println!("`skiff-bench run`: {}\n", args.load.describe());
     print!("{}", single_table(label, members, &results));
@@ -831,6 +834,7 @@ async fn compare(args: CompareArgs) -> Result<()> {
                 .await
                 .with_context(|| format!("starting {label}"))?;
             let mut session = Session::new(cluster.endpoints(), params.clone());
+            session.server_pids = cluster.members().iter().filter_map(|m| m.pid()).collect();
             sides.push(run_suite(&label, &mut session, &suite).await?);
             drop(cluster);
         }
