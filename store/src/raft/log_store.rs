@@ -20,6 +20,7 @@ use std::fmt::Debug;
 use std::fs::File;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,9 +49,15 @@ pub struct LogStore {
     /// The newest entries, decoded (`raft::recent`). Locked after `wal` when both are.
     recent: Arc<Mutex<Recent>>,
     flusher: mpsc::Sender<Flush>,
+    /// Index of the commit point last written to `raft_meta` (0: none yet).
+    committed_saved: Arc<AtomicU64>,
     /// Unsafe test mode: report entries durable without syncing (see `--unsafe-no-fsync`).
     no_fsync: bool,
 }
+
+/// The commit point is written when it has moved this many entries since it was last
+/// written (see `save_committed`).
+const COMMITTED_EVERY: u64 = 64;
 
 fn io_err(f: fn(AnyError) -> StorageIOError<NodeId>, e: impl std::fmt::Display) -> StorageError {
     f(AnyError::error(e)).into()
@@ -88,6 +95,7 @@ impl LogStore {
             wal: Arc::new(Mutex::new(wal)),
             recent: Arc::new(Mutex::new(Recent::default())),
             flusher: tx,
+            committed_saved: Arc::new(AtomicU64::new(0)),
             no_fsync,
         };
         store.move_rocksdb_entries()?;
@@ -297,8 +305,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not synced: losing it only means re-learning the commit point from the leader.
-        self.put_meta(raft_meta::COMMITTED, &committed, false)
+        // Not synced, and written only every COMMITTED_EVERY entries (openraft calls this
+        // for every entry it commits, a RocksDB write each): an older commit point only
+        // means that a restarted member applies fewer entries before it hears the current
+        // one from the leader (or, alone, commits its own first entry).
+        let index = committed.map_or(0, |c| c.index);
+        let saved = self.committed_saved.load(Ordering::Relaxed);
+        if saved != 0 && index < saved.saturating_add(COMMITTED_EVERY) && index >= saved {
+            return Ok(());
+        }
+        self.put_meta(raft_meta::COMMITTED, &committed, false)?;
+        self.committed_saved.store(index.max(1), Ordering::Relaxed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -405,5 +423,42 @@ mod tests {
         let mut it = db.raw_iterator_cf(cf);
         it.seek_to_first();
         assert!(it.key().is_none(), "RocksDB still holds log entries");
+    }
+
+    #[tokio::test]
+    async fn the_commit_point_is_written_at_first_and_then_every_64_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::storage::open_db(&dir.path().join("db")).unwrap();
+        let mut store = LogStore::new(
+            db.clone(),
+            &dir.path().join("wal"),
+            Arc::new(Metrics::new()),
+            false,
+        )
+        .unwrap();
+        let id = |i: u64| Some(openraft::LogId::new(CommittedLeaderId::new(1, 1), i));
+        assert_eq!(store.read_committed().await.unwrap(), None);
+        store.save_committed(id(3)).await.unwrap();
+        assert_eq!(
+            store.read_committed().await.unwrap(),
+            id(3),
+            "the first is written"
+        );
+        for i in 4..=66 {
+            store.save_committed(id(i)).await.unwrap();
+        }
+        assert_eq!(
+            store.read_committed().await.unwrap(),
+            id(3),
+            "63 later ones are not"
+        );
+        store.save_committed(id(67)).await.unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), id(67));
+        // Never more than COMMITTED_EVERY behind what was last saved.
+        for i in 68..=300 {
+            store.save_committed(id(i)).await.unwrap();
+            let kept = store.read_committed().await.unwrap().unwrap().index;
+            assert!(kept <= i && i - kept < COMMITTED_EVERY, "{kept} for {i}");
+        }
     }
 }
