@@ -853,3 +853,47 @@ async fn range_header_revision_is_the_revision_read() -> Result<()> {
     })
     .await
 }
+
+/// The client port hands gRPC requests to their service by name: a service it does not
+/// serve answers gRPC's Unimplemented (what grpc-go answers), a plain HTTP path it does
+/// not know a 404, and the known ones keep working.
+#[tokio::test]
+async fn unknown_grpc_service_is_unimplemented_and_unknown_path_is_404() -> Result<()> {
+    use skiff_proto::etcdserverpb::{RangeRequest, RangeResponse};
+    bounded(LIMIT, async {
+        let cluster = common::start(1).await?;
+        let url = cluster.endpoints()[0].clone();
+        let channel = skiff_tests::client::connect(&url).await?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await?;
+        let path = http::uri::PathAndQuery::from_static("/etcdserverpb.Nope/Range");
+        let r = grpc
+            .unary::<RangeRequest, RangeResponse, _>(
+                tonic::Request::new(RangeRequest::default()),
+                path,
+                tonic_prost::ProstCodec::default(),
+            )
+            .await;
+        let code = r
+            .err()
+            .context("a call to an unknown service succeeded")?
+            .code();
+        ensure!(code == Code::Unimplemented, "unknown service: {code:?}");
+
+        let authority = skiff_tests::health::authority_of(&url)?;
+        let (status, _) = skiff_tests::health::http_get(authority, "/nope").await?;
+        ensure!(status == 404, "GET /nope: {status}");
+        let (status, body) = skiff_tests::health::http_get(authority, "/version").await?;
+        ensure!(status == 200, "GET /version: {status}");
+        ensure!(
+            String::from_utf8_lossy(&body).contains("etcdserver"),
+            "GET /version: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let mut c = client(&cluster).await?;
+        c.put("k", "v", None).await?;
+        ensure!(value(&mut c, "k").await?.as_deref() == Some("v"));
+        Ok(())
+    })
+    .await
+}

@@ -20,7 +20,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 
 /// An IO stream whose first write of each burst yields to the scheduler once.
 pub struct Coalescing<S> {
@@ -93,35 +92,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalescing<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// The client listener: accepted connections get `TCP_NODELAY` (small gRPC frames must
-/// not wait for delayed ACKs, ~40 ms each) and [`Coalescing`] writes.
-pub struct CoalescingListener(pub TcpListener);
-
-impl axum::serve::Listener for CoalescingListener {
-    type Io = Coalescing<TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.0.accept().await {
-                Ok((tcp, addr)) => {
-                    let _ = tcp.set_nodelay(true);
-                    return (Coalescing::new(tcp), addr);
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    tracing::warn!(error = %e, "accepting a client connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
     }
 }
 

@@ -5,10 +5,12 @@
 //! - [`kv`], [`watch`], [`lease`], [`cluster`], [`maintenance`]: one file per etcd
 //!   service.
 //! - [`peer`]: the member-to-member service.
+//! - [`front`]: the client port: gRPC by service name, the rest to [`http`].
 //! - [`http`]: `/health`, `/version`, `/metrics`.
 
 pub mod cluster;
 pub mod coalesce;
+pub mod front;
 pub mod http;
 pub mod kv;
 pub mod lease;
@@ -20,11 +22,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use skiff_proto::etcdserverpb::cluster_server::ClusterServer;
-use skiff_proto::etcdserverpb::kv_server::KvServer;
-use skiff_proto::etcdserverpb::lease_server::LeaseServer;
-use skiff_proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use skiff_proto::etcdserverpb::watch_server::WatchServer;
 use skiff_proto::etcdserverpb::AlarmType;
 use skiff_proto::raft::raft_peer_server::RaftPeerServer;
 use tokio::net::TcpListener;
@@ -199,38 +196,9 @@ pub async fn start(config: StoreConfig) -> Result<RunningStore> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let max_recv = DECODE_LIMIT;
     for l in client_listeners {
-        let m = member.clone();
-        let routes = tonic::service::Routes::new(
-            KvServer::new(kv::KvService { member: m.clone() })
-                .max_decoding_message_size(max_recv)
-                .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(WatchServer::new(watch::WatchService {
-            member: m.clone(),
-            progress_interval: Duration::from_secs(600),
-        }))
-        .add_service(LeaseServer::new(lease::LeaseService { member: m.clone() }))
-        .add_service(ClusterServer::new(cluster::ClusterService {
-            member: m.clone(),
-        }))
-        .add_service(
-            MaintenanceServer::new(maintenance::MaintenanceService { member: m.clone() })
-                .max_encoding_message_size(usize::MAX),
-        );
-        let router = routes.into_axum_router().merge(http::routes(m.clone()));
-        let mut sd = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let r = axum::serve(coalesce::CoalescingListener(l), router)
-                .with_graceful_shutdown(async move {
-                    let _ = sd.changed().await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "client server failed");
-            }
-        }));
+        let service = front::ClientService::new(&member);
+        tasks.push(tokio::spawn(front::serve(l, service, shutdown_rx.clone())));
     }
     tracing::info!(
         name = %config.name,
