@@ -390,6 +390,17 @@ mod tests {
     use super::*;
     use openraft::{CommittedLeaderId, EntryPayload};
 
+    /// The log store of `db`, its segments in `dir/wal`.
+    fn open_log(db: &Arc<DB>, dir: &Path) -> LogStore {
+        LogStore::new(
+            db.clone(),
+            &dir.join("wal"),
+            Arc::new(Metrics::new()),
+            false,
+        )
+        .unwrap()
+    }
+
     /// An old data dir's entries in RocksDB move to the segments (in chunks, the last
     /// one short) and are gone from RocksDB afterwards.
     #[tokio::test]
@@ -405,13 +416,7 @@ mod tests {
             db.put_cf(cf, schema::log_key(i), encode(&e).unwrap())
                 .unwrap();
         }
-        let mut store = LogStore::new(
-            db.clone(),
-            &dir.path().join("wal"),
-            Arc::new(Metrics::new()),
-            false,
-        )
-        .unwrap();
+        let mut store = open_log(&db, dir.path());
         let got: Vec<u64> = store
             .try_get_log_entries(1..)
             .await
@@ -429,13 +434,7 @@ mod tests {
     async fn the_commit_point_is_written_at_first_and_then_every_64_entries() {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::storage::open_db(&dir.path().join("db")).unwrap();
-        let mut store = LogStore::new(
-            db.clone(),
-            &dir.path().join("wal"),
-            Arc::new(Metrics::new()),
-            false,
-        )
-        .unwrap();
+        let mut store = open_log(&db, dir.path());
         let id = |i: u64| Some(openraft::LogId::new(CommittedLeaderId::new(1, 1), i));
         assert_eq!(store.read_committed().await.unwrap(), None);
         store.save_committed(id(3)).await.unwrap();
