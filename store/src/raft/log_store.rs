@@ -20,7 +20,6 @@ use std::fmt::Debug;
 use std::fs::File;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,8 +48,8 @@ pub struct LogStore {
     /// The newest entries, decoded (`raft::recent`). Locked after `wal` when both are.
     recent: Arc<Mutex<Recent>>,
     flusher: mpsc::Sender<Flush>,
-    /// Index of the commit point last written to `raft_meta` (0: none yet).
-    committed_saved: Arc<AtomicU64>,
+    /// Index of the commit point last written to `raft_meta`, if any yet.
+    committed_saved: Arc<Mutex<Option<u64>>>,
     /// Unsafe test mode: report entries durable without syncing (see `--unsafe-no-fsync`).
     no_fsync: bool,
 }
@@ -95,7 +94,7 @@ impl LogStore {
             wal: Arc::new(Mutex::new(wal)),
             recent: Arc::new(Mutex::new(Recent::default())),
             flusher: tx,
-            committed_saved: Arc::new(AtomicU64::new(0)),
+            committed_saved: Arc::new(Mutex::new(None)),
             no_fsync,
         };
         store.move_rocksdb_entries()?;
@@ -310,12 +309,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // means that a restarted member applies fewer entries before it hears the current
         // one from the leader (or, alone, commits its own first entry).
         let index = committed.map_or(0, |c| c.index);
-        let saved = self.committed_saved.load(Ordering::Relaxed);
-        if saved != 0 && index < saved.saturating_add(COMMITTED_EVERY) && index >= saved {
+        let mut saved = self.committed_saved.lock();
+        if saved.is_some_and(|s| (s..s.saturating_add(COMMITTED_EVERY)).contains(&index)) {
             return Ok(());
         }
         self.put_meta(raft_meta::COMMITTED, &committed, false)?;
-        self.committed_saved.store(index.max(1), Ordering::Relaxed);
+        *saved = Some(index);
         Ok(())
     }
 

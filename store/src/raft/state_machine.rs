@@ -235,6 +235,9 @@ impl StateMachine {
             _ => 0,
         };
         let n = reqs.len();
+        // What the write ending at request `i` records: `Some(i)`, or `None` (the whole
+        // entry) for the last request.
+        let sub_of = |i: usize| (i + 1 < n).then_some(i as u64);
         let mut results = Vec::with_capacity(n);
         let mut reqs = reqs.into_iter().enumerate().peekable();
         while let Some((i, req)) = reqs.next() {
@@ -252,16 +255,10 @@ impl StateMachine {
                     group.push(r);
                     last = j;
                 }
-                let sub = if last + 1 < n {
-                    Some(last as u64)
-                } else {
-                    None
-                };
-                results.extend(self.apply_group(log_id, &group, sub)?);
+                results.extend(self.apply_group(log_id, &group, sub_of(last))?);
                 continue;
             }
-            let sub = if i + 1 < n { Some(i as u64) } else { None };
-            results.push(self.apply_unit(log_id, EntryPayload::Normal(req), sub)?);
+            results.push(self.apply_unit(log_id, EntryPayload::Normal(req), sub_of(i))?);
         }
         if n == 0 || skip >= n {
             // Nothing (left) to apply: still record the entry as applied.
