@@ -11,6 +11,7 @@
 //! - [`workload`]: [`Workload`], [`Case`] and [`Params`], parsed from the command line.
 //! - [`keys`]: fixed-size keys and values, the key space and prefixes.
 //! - [`stats`]: latency histograms (hdrhistogram) and their [`Summary`].
+//! - [`conn`]: the HTTP/2 connections the gRPC clients use.
 //! - [`runner`]: connections, and the put / range / txn / lease keep-alive loops.
 //! - [`watch`]: the watch fan-out case with its exactly-once delivery check.
 //! - [`cpu`]: CPU time per request of the servers and of the client.
@@ -21,6 +22,7 @@
 //!   server, with its own report.
 
 pub mod api;
+pub mod conn;
 pub mod cpu;
 pub mod keys;
 pub mod pods;

@@ -18,16 +18,15 @@ use skiff_proto::etcdserverpb::{
     Compare, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseRevokeRequest,
     PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
-use tonic::transport::Channel;
 use tonic::Streaming;
 
+use super::conn::{kv, lease, Conn};
 use super::cpu::CpuSample;
 use super::keys::{prefix_end, value, KeySpace};
 use super::report::CaseResult;
 use super::stats::Recorder;
 use super::watch::run_watch;
 use super::workload::{Case, Params, Workload};
-use crate::client::{connect, kv, lease};
 
 /// Prefix of the keys that put, range and txn use.
 pub const KV_PREFIX: &str = "k/";
@@ -76,13 +75,13 @@ impl Session {
 ///
 /// # Errors
 /// When there are no endpoints or a connection fails.
-pub async fn open_channels(endpoints: &[String], n: usize) -> Result<Vec<Channel>> {
+pub async fn open_channels(endpoints: &[String], n: usize) -> Result<Vec<Conn>> {
     if endpoints.is_empty() {
         bail!("no endpoints");
     }
     let mut channels = Vec::with_capacity(n);
     for i in 0..n.max(1) {
-        channels.push(connect(&endpoints[i % endpoints.len()]).await?);
+        channels.push(Conn::connect(&endpoints[i % endpoints.len()]).await?);
     }
     Ok(channels)
 }
@@ -224,13 +223,13 @@ async fn drive(
 enum Worker {
     /// Puts random keys, or key `n` for operation `n` when `rng` is `None` (loading).
     Put {
-        kv: KvClient<Channel>,
+        kv: KvClient<Conn>,
         keys: KeySpace,
         value: Vec<u8>,
         rng: Option<SmallRng>,
     },
     Range {
-        kv: KvClient<Channel>,
+        kv: KvClient<Conn>,
         keys: KeySpace,
         serializable: bool,
         rng: SmallRng,
@@ -238,7 +237,7 @@ enum Worker {
     /// Compare-and-put on its own slice `[lo, hi)` of the key space, knowing the
     /// mod_revision of each key it saw.
     Txn {
-        kv: KvClient<Channel>,
+        kv: KvClient<Conn>,
         keys: KeySpace,
         lo: u64,
         hi: u64,
@@ -249,7 +248,7 @@ enum Worker {
     },
     Lease {
         id: i64,
-        channel: Channel,
+        channel: Conn,
         requests: mpsc::UnboundedSender<LeaseKeepAliveRequest>,
         responses: Streaming<LeaseKeepAliveResponse>,
     },
@@ -260,7 +259,7 @@ impl Worker {
     /// revisions read).
     async fn prepare(
         workload: Workload,
-        channel: Channel,
+        channel: Conn,
         keys: &KeySpace,
         params: &Params,
         c: usize,

@@ -18,15 +18,14 @@ use futures::{stream, StreamExt, TryStreamExt};
 use skiff_proto::etcdserverpb::watch_request::RequestUnion;
 use skiff_proto::etcdserverpb::{PutRequest, WatchCreateRequest, WatchRequest, WatchResponse};
 use skiff_proto::mvccpb::event::EventType;
-use tonic::transport::Channel;
 use tonic::Streaming;
 
+use super::conn::{kv, watch, Conn};
 use super::keys::{prefix_end, value, KeySpace};
 use super::report::CaseResult;
 use super::runner::open_channels;
 use super::stats::Recorder;
 use super::workload::{Case, Params};
-use crate::client::{kv, watch};
 
 /// Prefix of the watched keys.
 pub const WATCH_PREFIX: &str = "w/";
@@ -175,7 +174,7 @@ pub async fn run_watch(endpoints: &[String], params: &Params, case: Case) -> Res
 /// Opens a Watch stream on `channel` and creates a watch on `prefix`, waiting for the
 /// `created` answer.
 async fn open_watcher(
-    channel: Channel,
+    channel: Conn,
     prefix: &[u8],
 ) -> Result<(
     mpsc::UnboundedSender<WatchRequest>,
