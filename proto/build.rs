@@ -9,10 +9,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        .codec_path("crate::codec::Codec")
         .compile_protos(&["etcd/rpc.proto", "etcd/kv.proto"], &["etcd"])?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        .codec_path("crate::codec::Codec")
         .compile_protos(&["skiff/raft.proto", "skiff/api.proto"], &["skiff"])?;
 
     // The Kubernetes messages: only their FileDescriptorSet is used. prost still writes

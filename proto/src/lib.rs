@@ -14,11 +14,15 @@
 //! - [`K8S_DESCRIPTORS`]: the Kubernetes messages (`io.k8s.*`) whose protobuf encoding the
 //!   API server decodes, as a descriptor set for dynamic decoding.
 //!
+//! - [`codec`]: the gRPC codec of every generated client and server (smaller buffers).
+//!
 //! - [`prefix_end`]: the `range_end` of a key prefix.
 //!
 //! The .proto sources are beside this crate in `etcd/`, `skiff/` and `k8s/`.
 
 #![allow(clippy::all, clippy::pedantic)]
+
+pub mod codec;
 
 /// `mvccpb`: `KeyValue` and `Event`.
 pub mod mvccpb {
