@@ -147,7 +147,7 @@ impl Default for Params {
     fn default() -> Self {
         Self {
             connections: 8,
-            total: 10_000,
+            total: 100_000,
             max_duration: Duration::from_secs(30),
             key_size: 32,
             value_size: 256,

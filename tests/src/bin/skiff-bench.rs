@@ -241,8 +241,10 @@ struct LoadArgs {
     /// HTTP/2 connections per case (capped at its client count).
     #[arg(long, env = "SKIFF_BENCH_CONNECTIONS", default_value_t = 8)]
     connections: usize,
-    /// Requests per case (a case also stops at --max-seconds).
-    #[arg(long, env = "SKIFF_BENCH_TOTAL", default_value_t = 10_000)]
+    /// Requests per case (a case also stops at --max-seconds). Enough for a few seconds
+    /// of the busier cases: at tens of thousands of requests per second, 10000 lasted
+    /// under half a second and a single memtable flush swung the figures.
+    #[arg(long, env = "SKIFF_BENCH_TOTAL", default_value_t = 100_000)]
     total: u64,
     /// Longest a case may run, seconds.
     #[arg(long, env = "SKIFF_BENCH_MAX_SECONDS", default_value_t = 30)]
