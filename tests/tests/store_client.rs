@@ -871,7 +871,7 @@ async fn unknown_grpc_service_is_unimplemented_and_unknown_path_is_404() -> Resu
             .unary::<RangeRequest, RangeResponse, _>(
                 tonic::Request::new(RangeRequest::default()),
                 path,
-                tonic_prost::ProstCodec::default(),
+                skiff_proto::codec::Codec::default(),
             )
             .await;
         let code = r

@@ -43,12 +43,25 @@ fn all_serializable(ops: &[RequestOp]) -> bool {
     })
 }
 
-/// Whether every Range in `ops` reads one key. Such reads run on the request's own task:
-/// a point read is a few microseconds (memtable, block cache), while handing it to the
-/// blocking pool — a thread woken and parked again per request — cost more than the read
-/// itself (a third of a member's CPU at 64 clients of serializable gets, by `perf`).
-/// Reads over a range of keys still go to the blocking pool, so a large one never holds
-/// a runtime worker.
+/// Runs a read of the store: here when it reads single keys only (`point`), on the
+/// blocking pool otherwise. A point read is a few microseconds (memtable, block cache),
+/// while handing it to the blocking pool — a thread woken and parked again per request —
+/// cost more than the read itself (a third of a member's CPU at 64 clients of
+/// serializable gets, by `perf`). Reads over a range of keys still go to the blocking
+/// pool, so a large one never holds a runtime worker.
+async fn read<T: Send + 'static>(
+    point: bool,
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    if point {
+        return f();
+    }
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+}
+
+/// Whether every Range in `ops` reads one key (see [`read`]).
 fn point_reads(ops: &[RequestOp]) -> bool {
     ops.iter().all(|op| match &op.request {
         Some(OpRequest::RequestRange(r)) => r.range_end.is_empty(),
@@ -73,14 +86,7 @@ impl KvService {
             self.member.linearizable_barrier().await?;
         }
         let kv = self.member.sm.kv.clone();
-        // One key: read here (see `point_reads`).
-        let (mut resp, at) = if req.range_end.is_empty() {
-            kv.range(&req)?
-        } else {
-            tokio::task::spawn_blocking(move || kv.range(&req))
-                .await
-                .map_err(|e| StoreError::Internal(e.to_string()))??
-        };
+        let (mut resp, at) = read(req.range_end.is_empty(), move || kv.range(&req)).await?;
         // The revision the read saw, not the current one: a write applied while the
         // range ran must not make the header claim data the response lacks (the API
         // server's watch cache lists, then watches from header.revision + 1).
@@ -97,20 +103,14 @@ impl KvService {
             let kv = self.member.sm.kv.clone();
             let lessor = self.member.sm.lessor.clone();
             let point = point_reads(&req.success) && point_reads(&req.failure);
-            let read = move || {
+            let (rev, mut resp) = read(point, move || {
                 let mut scratch = rocksdb::WriteBatch::default();
                 let exists = move |id: i64| lessor.exists(id);
                 let mut tx = WriteTxn::new(&kv, &mut scratch, &exists);
                 let resp = tx.txn(&req)?;
-                Ok::<_, StoreError>((tx.result_revision(), resp))
-            };
-            let (rev, mut resp) = if point {
-                read()?
-            } else {
-                tokio::task::spawn_blocking(read)
-                    .await
-                    .map_err(|e| StoreError::Internal(e.to_string()))??
-            };
+                Ok((tx.result_revision(), resp))
+            })
+            .await?;
             resp.header = Some(self.member.header(rev));
             return Ok(resp);
         }
