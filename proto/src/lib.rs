@@ -15,6 +15,8 @@
 //!   API server decodes, as a descriptor set for dynamic decoding.
 //!
 //! - [`codec`]: the gRPC codec of every generated client and server (smaller buffers).
+//! - [`coalesce`]: connections whose HTTP/2 frames of one scheduler round leave in one
+//!   write (the store's client port, the benchmark's clients).
 //!
 //! - [`prefix_end`]: the `range_end` of a key prefix.
 //!
@@ -22,6 +24,7 @@
 
 #![allow(clippy::all, clippy::pedantic)]
 
+pub mod coalesce;
 pub mod codec;
 
 /// `mvccpb`: `KeyValue` and `Event`.

@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use skiff_proto::coalesce::Coalescing;
 use skiff_proto::etcdserverpb::cluster_server::ClusterServer;
 use skiff_proto::etcdserverpb::kv_server::KvServer;
 use skiff_proto::etcdserverpb::lease_server::LeaseServer;
@@ -34,7 +35,6 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tower::Service;
 
-use super::coalesce::Coalescing;
 use super::{cluster, http as plain, kv, lease, maintenance, watch, DECODE_LIMIT};
 use crate::member::Member;
 

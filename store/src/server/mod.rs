@@ -9,7 +9,6 @@
 //! - [`http`]: `/health`, `/version`, `/metrics`.
 
 pub mod cluster;
-pub mod coalesce;
 pub mod front;
 pub mod http;
 pub mod kv;

@@ -7,7 +7,9 @@
 //! fails the case). On the shared 2-core machine the client's CPU per request is taken
 //! from the servers being measured, so the instrument should cost as little as it can;
 //! what goes over the wire is unchanged (same HTTP/2 settings: hyper's defaults, which a
-//! `Channel` uses too; same gRPC messages).
+//! `Channel` uses too; same gRPC messages). The connections gather the requests of one
+//! scheduler round into one write ([`Coalescing`]), as the store's client port does with
+//! its responses and as grpc-go's writer does for etcd's own benchmark tool.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,6 +20,7 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use skiff_proto::coalesce::Coalescing;
 use skiff_proto::etcdserverpb::kv_client::KvClient;
 use skiff_proto::etcdserverpb::lease_client::LeaseClient;
 use skiff_proto::etcdserverpb::watch_client::WatchClient;
@@ -58,7 +61,7 @@ impl Conn {
             let tcp = tokio::net::TcpStream::connect(&authority).await?;
             tcp.set_nodelay(true)?;
             let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-                .handshake(TokioIo::new(tcp))
+                .handshake(TokioIo::new(Coalescing::new(tcp)))
                 .await?;
             tokio::spawn(async move {
                 // The connection ends when every sender is dropped or the server goes
