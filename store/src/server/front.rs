@@ -35,6 +35,7 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tower::Service;
 
+use super::authority::AuthorityFix;
 use super::{cluster, http as plain, kv, lease, maintenance, watch, DECODE_LIMIT};
 use crate::member::Member;
 
@@ -137,7 +138,8 @@ impl Service<Request<Incoming>> for ClientService {
 /// Serves client connections from `listener` until `shutdown` turns true, then closes
 /// them gracefully (HTTP/2 GOAWAY; requests in progress finish) and returns when they
 /// have. Accepted connections get `TCP_NODELAY` (small gRPC frames must not wait for
-/// delayed ACKs) and [`Coalescing`] writes.
+/// delayed ACKs), [`Coalescing`] writes and an [`AuthorityFix`] (etcdctl's per-endpoint
+/// calls send a whole URL as the HTTP/2 authority).
 pub async fn serve(
     listener: TcpListener,
     service: ClientService,
@@ -158,7 +160,7 @@ pub async fn serve(
         match accepted {
             Ok((tcp, _)) => {
                 let _ = tcp.set_nodelay(true);
-                let io = TokioIo::new(Coalescing::new(tcp));
+                let io = TokioIo::new(Coalescing::new(AuthorityFix::new(tcp)));
                 let conn = builder
                     .serve_connection_with_upgrades(io, TowerToHyperService::new(service.clone()))
                     .into_owned();

@@ -8,6 +8,7 @@
 //! - [`front`]: the client port: gRPC by service name, the rest to [`http`].
 //! - [`http`]: `/health`, `/version`, `/metrics`.
 
+pub mod authority;
 pub mod cluster;
 pub mod front;
 pub mod http;
