@@ -279,6 +279,19 @@ impl Member {
         }
     }
 
+    /// Sets the raft index gauges from openraft's metrics; called when `/metrics` is
+    /// scraped, since following every change of them cost a task wake-up per write.
+    pub fn refresh_raft_gauges(&self) {
+        let rx = self.raft.metrics();
+        let m = rx.borrow();
+        self.metrics
+            .applied_index
+            .set(m.last_applied.map_or(0, |l| l.index) as i64);
+        self.metrics
+            .commit_index
+            .set(m.last_log_index.unwrap_or(0) as i64);
+    }
+
     /// The header function watchers use.
     pub fn header_fn(self: &Arc<Self>) -> crate::watch::HeaderFn {
         let cluster_id = self.cluster_id;
@@ -1197,7 +1210,11 @@ async fn read_barrier_loop(member: Arc<Member>, mut shutdown: tokio::sync::watch
 /// Tracks leadership: lease deadlines restart on becoming leader; counts leader
 /// changes; notices this member's removal.
 async fn leadership_loop(member: Arc<Member>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut rx = member.raft.metrics();
+    // The server metrics change with the vote, role, leader and membership only; the full
+    // metrics change with every entry appended or applied, and following them woke this
+    // task (and cloned the whole struct) several times per write. The index gauges are
+    // read when `/metrics` is scraped instead (`Member::refresh_raft_gauges`).
+    let mut rx = member.raft.server_metrics();
     let mut was_leader = false;
     let mut last_leader = None;
     let mut was_member = false;
@@ -1205,11 +1222,12 @@ async fn leadership_loop(member: Arc<Member>, mut shutdown: tokio::sync::watch::
         {
             let m = rx.borrow_and_update().clone();
             let leader = m.state == ServerState::Leader;
+            let term = m.vote.leader_id().term;
             if leader && !was_leader {
-                tracing::info!(term = m.current_term, "became leader");
+                tracing::info!(term, "became leader");
                 member.sm.lessor.promote();
             } else if !leader && was_leader {
-                tracing::info!(term = m.current_term, "stepped down");
+                tracing::info!(term, "stepped down");
                 member.sm.lessor.demote();
             }
             was_leader = leader;
@@ -1224,15 +1242,7 @@ async fn leadership_loop(member: Arc<Member>, mut shutdown: tokio::sync::watch::
                 .has_leader
                 .set(i64::from(m.current_leader.is_some()));
             member.metrics.is_leader.set(i64::from(leader));
-            member.metrics.term.set(m.current_term as i64);
-            member
-                .metrics
-                .applied_index
-                .set(m.last_applied.map_or(0, |l| l.index) as i64);
-            member
-                .metrics
-                .commit_index
-                .set(m.last_log_index.unwrap_or(0) as i64);
+            member.metrics.term.set(term as i64);
             let in_membership = m
                 .membership_config
                 .membership()

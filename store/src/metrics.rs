@@ -125,7 +125,7 @@ impl Metrics {
             .register("skiff_raft_term", "Current raft term", m.term.clone());
         m.registry.register(
             "skiff_raft_commit_index",
-            "Raft commit index",
+            "Index of the newest raft log entry (openraft reports no commit index; this leads it by the entries in flight)",
             m.commit_index.clone(),
         );
         m.registry.register(

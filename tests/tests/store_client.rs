@@ -897,3 +897,38 @@ async fn unknown_grpc_service_is_unimplemented_and_unknown_path_is_404() -> Resu
     })
     .await
 }
+
+/// The value of an unlabelled sample in Prometheus text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `/metrics` on a single member: it leads, has a term, and its raft index gauges and
+/// proposal counters follow the writes.
+#[tokio::test]
+async fn metrics_show_leadership_and_follow_the_writes() -> Result<()> {
+    bounded(LIMIT, async {
+        let cluster = common::start(1).await?;
+        let url = cluster.endpoints()[0].clone();
+        let authority = skiff_tests::health::authority_of(&url)?;
+        let mut c = client(&cluster).await?;
+        for i in 0..20 {
+            c.put(format!("m{i}"), "v", None).await?;
+        }
+        let (status, body) = skiff_tests::health::http_get(authority, "/metrics").await?;
+        ensure!(status == 200, "GET /metrics: {status}");
+        let text = String::from_utf8_lossy(&body);
+        let get = |name: &str| sample(&text, name).with_context(|| format!("{name} in {text}"));
+        ensure!(get("etcd_server_has_leader")? == 1.0);
+        ensure!(get("etcd_server_is_leader")? == 1.0);
+        ensure!(get("skiff_raft_term")? >= 1.0);
+        let applied = get("skiff_raft_applied_index")?;
+        ensure!(applied >= 20.0, "applied index {applied} after 20 puts");
+        ensure!(get("skiff_raft_commit_index")? >= applied);
+        ensure!(get("etcd_server_proposals_applied_total")? >= 20.0);
+        Ok(())
+    })
+    .await
+}

@@ -61,6 +61,7 @@ async fn version() -> impl IntoResponse {
 }
 
 async fn metrics(State(m): State<Arc<Member>>) -> impl IntoResponse {
+    m.refresh_raft_gauges();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         m.metrics.render(),
