@@ -221,6 +221,26 @@ pub struct StoreCmd {
     /// Member flags.
     #[command(flatten)]
     pub flags: StoreFlags,
+    /// Threads running the member's async tasks [default: half the CPUs, at least 1].
+    /// The member's other work runs on threads of its own (log fsync, RocksDB flushes and
+    /// compactions, range reads over many keys, watch catch-up), and on a small machine
+    /// fewer async workers mean fewer cross-thread wake-ups per request
+    /// (docs/store-worker-threads.md).
+    #[arg(long, env = "SKIFF_STORE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
+}
+
+impl StoreCmd {
+    /// The async worker threads to run with: the flag, or half the CPUs (at least 1).
+    pub fn worker_threads(&self) -> usize {
+        self.worker_threads.map_or_else(
+            || {
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                (cpus / 2).max(1)
+            },
+            usize::from,
+        )
+    }
 }
 
 /// `skiff store <action>`.
@@ -396,6 +416,13 @@ mod tests {
             panic!("store")
         };
         assert!(matches!(s.action, Some(StoreAction::Restore(_))));
+        assert!(s.worker_threads() >= 1);
+        let cli = Cli::try_parse_from(["skiff", "store", "--worker-threads", "3"]).unwrap();
+        let Command::Store(s) = cli.command else {
+            panic!("store")
+        };
+        assert_eq!(s.worker_threads(), 3);
+        assert!(Cli::try_parse_from(["skiff", "store", "--worker-threads", "0"]).is_err());
         assert!(
             Cli::try_parse_from(["skiff", "store", "--initial-cluster-state", "bogus"]).is_err()
         );

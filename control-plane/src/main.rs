@@ -44,10 +44,11 @@ fn main() -> anyhow::Result<()> {
         return skiff_node_agent::shim::run(args);
     }
     init_logging(cli.log_format);
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run(cli))
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Store(store) = &cli.command {
+        runtime.worker_threads(store.worker_threads());
+    }
+    runtime.enable_all().build()?.block_on(run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
