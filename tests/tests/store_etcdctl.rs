@@ -702,6 +702,23 @@ async fn endpoint_status_and_health() -> Result<()> {
             [leader],
             "exactly the harness's leader says it leads: {j}"
         );
+        // `--cluster` takes the members' advertised client URLs (`http://…`) from
+        // `member list` and dials each on its own connection.
+        let one = Etcdctl::new(vec![cluster.endpoints()[0].clone()]);
+        let j = json(
+            &one.ok(&["endpoint", "status", "--cluster", "-w", "json"])
+                .await?,
+        )?;
+        let mut seen: Vec<String> = j
+            .as_array()
+            .context("a list of endpoints")?
+            .iter()
+            .filter_map(|row| row["Endpoint"].as_str().map(String::from))
+            .collect();
+        seen.sort_unstable();
+        let mut want = cluster.endpoints();
+        want.sort_unstable();
+        assert_eq!(seen, want, "{j}");
         let table = ctl.ok(&["endpoint", "status", "-w", "table"]).await?;
         assert!(table.contains("IS LEADER"), "{table}");
         let rows: Vec<&str> = table.lines().filter(|l| l.contains("127.0.0.1:")).collect();
@@ -762,11 +779,8 @@ async fn defrag_and_alarm_list() -> Result<()> {
         ctl.ok(&["compaction", &rev.to_string(), "--physical"])
             .await?;
 
-        let hp = common::etcdctl_hostport(&cluster.endpoints());
-        let ep = cluster.endpoints()[0]
-            .trim_start_matches("http://")
-            .to_string();
-        let out = hp.ok(&["defrag"]).await?;
+        let ep = &cluster.endpoints()[0];
+        let out = ctl.ok(&["defrag"]).await?;
         assert_eq!(
             out.trim(),
             format!("Finished defragmenting etcd member[{ep}]")

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use common::{bounded, etcdctl_hostport, eventually};
+use common::{bounded, eventually};
 use skiff_tests::Cluster;
 
 #[tokio::test]
@@ -18,7 +18,7 @@ async fn nospace_alarm_allows_only_reads_and_deletes_until_disarmed() -> Result<
             .extra_args
             .push("--quota-backend-bytes=1048576".into());
         let cluster = Cluster::start(config).await?;
-        let ctl = etcdctl_hostport(&cluster.endpoints());
+        let ctl = common::etcdctl(&cluster);
         let value = "x".repeat(100 * 1024);
         // Fill past 1 MiB; the alarm is raised by the member's periodic size check.
         let nospace = eventually(Duration::from_secs(20), "NOSPACE on put", || {

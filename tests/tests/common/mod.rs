@@ -59,8 +59,7 @@ pub fn etcdctl(cluster: &Cluster) -> Etcdctl {
 }
 
 /// `etcdctl` against the given client URLs written as `host:port`, without the `http://`
-/// scheme (see `endpoint_status_and_defrag_with_http_endpoints` in `store_etcdctl.rs`
-/// for why the maintenance commands need this).
+/// scheme — the other way people write etcdctl's endpoints.
 pub fn etcdctl_hostport(endpoints: &[String]) -> Etcdctl {
     Etcdctl::new(
         endpoints
