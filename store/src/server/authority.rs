@@ -40,11 +40,9 @@ const FLAG_PRIORITY: u8 = 0x20;
 const MAX_FRAME: usize = 16 * 1024;
 /// The dynamic table size h2 advertises (the HTTP/2 default), which bounds the client's.
 const TABLE_SIZE: usize = 4096;
-/// A header block larger than this is not gathered (h2's own header list limit is lower).
+/// A frame or header block larger than this is not gathered (h2 rejects frames over its
+/// 16 KiB maximum frame size, and its header list limit is lower).
 const MAX_BLOCK: usize = 1 << 20;
-/// A frame larger than this is not gathered before the decision (h2 rejects frames over
-/// its 16 KiB maximum frame size anyway).
-const MAX_GATHERED_FRAME: usize = MAX_BLOCK;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -128,9 +126,9 @@ impl<S> AuthorityFix<S> {
                     let len = (usize::from(self.raw[0]) << 16)
                         | (usize::from(self.raw[1]) << 8)
                         | usize::from(self.raw[2]);
-                    if len > MAX_GATHERED_FRAME {
+                    if len > MAX_BLOCK {
                         // Not ours to judge: h2 answers an oversized frame itself.
-                        return self.give_up();
+                        return self.give_up(&[]);
                     }
                     if self.raw.len() < FRAME_HEADER + len {
                         return Ok(());
@@ -142,18 +140,19 @@ impl<S> AuthorityFix<S> {
         }
     }
 
-    /// Stops looking: what was gathered and everything after goes through unchanged.
-    /// Only possible before anything was re-encoded.
-    fn give_up(&mut self) -> io::Result<()> {
+    /// Stops looking: the gathered header block's frames, then `then`, then everything
+    /// after go through unchanged. Only possible before anything was re-encoded.
+    fn give_up(&mut self, then: &[u8]) -> io::Result<()> {
         if self.mode == Mode::Rewrite {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "an HTTP/2 frame or header block too large to re-encode",
+                "an HTTP/2 frame or header block this connection cannot re-encode",
             ));
         }
         if let Some(p) = self.pending.take() {
             self.out.extend_from_slice(&p.original);
         }
+        self.out.extend_from_slice(then);
         self.mode = Mode::Pass;
         Ok(())
     }
@@ -168,7 +167,7 @@ impl<S> AuthorityFix<S> {
             (TYPE_HEADERS, None) => {
                 let Some(fragment) = headers_fragment(flags, payload) else {
                     // Malformed padding or priority: h2 reports it.
-                    return self.give_up_with(frame);
+                    return self.give_up(&frame);
                 };
                 let p = Pending {
                     block: fragment.to_vec(),
@@ -182,14 +181,12 @@ impl<S> AuthorityFix<S> {
                 p.block.extend_from_slice(payload);
                 p.original.extend_from_slice(&frame);
                 if p.block.len() > MAX_BLOCK {
-                    self.pending_to_out();
-                    return self.give_up();
+                    return self.give_up(&[]);
                 }
             }
             (_, Some(_)) => {
                 // Anything else inside a header block is a protocol error h2 reports.
-                self.pending_to_out();
-                return self.give_up_with(frame);
+                return self.give_up(&frame);
             }
             (_, None) => {
                 self.out.extend_from_slice(&frame);
@@ -202,30 +199,17 @@ impl<S> AuthorityFix<S> {
         Ok(())
     }
 
-    fn pending_to_out(&mut self) {
-        if let Some(p) = self.pending.take() {
-            self.out.extend_from_slice(&p.original);
-        }
-    }
-
-    fn give_up_with(&mut self, frame: Vec<u8>) -> io::Result<()> {
-        self.out.extend_from_slice(&frame);
-        self.give_up()
-    }
-
     /// A whole header block arrived: decide (first block) or re-encode.
     fn block_done(&mut self) -> io::Result<()> {
-        let Some(p) = self.pending.take() else {
+        let Some(p) = &self.pending else {
             return Ok(());
         };
-        let headers = match self.decoder.decode(&p.block) {
+        let mut headers = match self.decoder.decode(&p.block) {
             Ok(h) => h,
             Err(e) if self.mode == Mode::Undecided => {
                 // h2 reports the compression error itself.
                 tracing::debug!(error = ?e, "undecodable first header block");
-                self.out.extend_from_slice(&p.original);
-                self.mode = Mode::Pass;
-                return Ok(());
+                return self.give_up(&[]);
             }
             Err(e) => {
                 return Err(io::Error::new(
@@ -234,31 +218,26 @@ impl<S> AuthorityFix<S> {
                 ))
             }
         };
+        let mut mended = false;
+        for (n, v) in &mut headers {
+            if n == b":authority" && !authority_ok(v) {
+                *v = mend_authority(v);
+                mended = true;
+            }
+        }
         if self.mode == Mode::Undecided {
-            let bad = headers
-                .iter()
-                .any(|(n, v)| n == b":authority" && !authority_ok(v));
-            if !bad {
-                self.out.extend_from_slice(&p.original);
-                self.mode = Mode::Pass;
-                return Ok(());
+            if !mended {
+                return self.give_up(&[]);
             }
             tracing::debug!("a client sent a URL as the HTTP/2 :authority; mending it");
             self.mode = Mode::Rewrite;
         }
-        let mended: Vec<(Vec<u8>, Vec<u8>)> = headers
-            .into_iter()
-            .map(|(n, v)| {
-                if n == b":authority" && !authority_ok(&v) {
-                    (n, mend_authority(&v))
-                } else {
-                    (n, v)
-                }
-            })
-            .collect();
+        let Some(p) = self.pending.take() else {
+            unreachable!("checked at the start")
+        };
         let block = self
             .encoder
-            .encode(mended.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
+            .encode(headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
         write_header_frames(&mut self.out, p.stream, p.end_stream, &block);
         Ok(())
     }
@@ -280,29 +259,26 @@ fn headers_fragment(flags: u8, payload: &[u8]) -> Option<&[u8]> {
 
 /// HEADERS (and CONTINUATION frames, if the block needs them) carrying `block`.
 fn write_header_frames(out: &mut Vec<u8>, stream: u32, end_stream: bool, block: &[u8]) {
-    let mut chunks = block.chunks(MAX_FRAME).peekable();
-    let mut first = true;
-    if block.is_empty() {
-        // An empty block still needs its HEADERS frame.
-        write_frame_header(out, 0, TYPE_HEADERS, end_flags(end_stream, true), stream);
-        return;
-    }
-    while let Some(chunk) = chunks.next() {
-        let last = chunks.peek().is_none();
-        let (kind, flags) = if first {
-            (TYPE_HEADERS, end_flags(end_stream, last))
+    // An empty block still needs its HEADERS frame.
+    let chunks: Vec<&[u8]> = if block.is_empty() {
+        vec![block]
+    } else {
+        block.chunks(MAX_FRAME).collect()
+    };
+    let last = chunks.len() - 1;
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let mut flags = if i == last { FLAG_END_HEADERS } else { 0 };
+        let kind = if i == 0 {
+            if end_stream {
+                flags |= FLAG_END_STREAM;
+            }
+            TYPE_HEADERS
         } else {
-            (TYPE_CONTINUATION, if last { FLAG_END_HEADERS } else { 0 })
+            TYPE_CONTINUATION
         };
         write_frame_header(out, chunk.len(), kind, flags, stream);
         out.extend_from_slice(chunk);
-        first = false;
     }
-}
-
-fn end_flags(end_stream: bool, end_headers: bool) -> u8 {
-    (if end_stream { FLAG_END_STREAM } else { 0 })
-        | (if end_headers { FLAG_END_HEADERS } else { 0 })
 }
 
 fn write_frame_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32) {
@@ -353,11 +329,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
                 return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
             if this.eof {
-                // The connection ended inside a frame: hand over what there is.
-                this.out.append(&mut this.raw);
+                // The connection ended inside a frame: hand over what there is, in the
+                // order it came.
                 if let Some(p) = this.pending.take() {
                     this.out.extend_from_slice(&p.original);
                 }
+                this.out.append(&mut this.raw);
                 if this.out.is_empty() {
                     return Poll::Ready(Ok(()));
                 }
