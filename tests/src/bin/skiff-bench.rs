@@ -20,6 +20,12 @@ use skiff_tests::binaries::SKIFF_BIN_ENV;
 use skiff_tests::server::Server;
 use skiff_tests::{skiff_binary, Cluster, ClusterConfig, Target};
 
+/// The same allocator as the `skiff` binary: the client shares the machine's CPUs with
+/// the servers it measures, so its own CPU per request (glibc's malloc was a quarter of
+/// it) caps every server's throughput alike; see `docs/benchmarks.md`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "skiff-bench",
