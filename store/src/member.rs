@@ -206,6 +206,7 @@ impl Member {
             &dir.join("wal"),
             metrics.clone(),
             config.unsafe_no_fsync,
+            id,
         )?;
         let sm = StateMachine::open(db.clone(), &dir.join("snap"), metrics.clone())?;
         let shared = sm.shared.clone();

@@ -3,7 +3,11 @@
 //!
 //! `append` writes the entries (readable at once) and hands the flush callback to the
 //! *flusher* thread, which syncs the written segments once for every callback that
-//! queued up meanwhile and only then reports the entries durable. `save_vote` syncs
+//! queued up meanwhile and only then reports the entries durable. Entries another member
+//! leads are synced inline instead, when nothing is queued for the flusher
+//! (`docs/store-follower-inline-sync.md`): a follower has one append in flight per
+//! leader, so the thread would never merge two and only add hand-offs to the write's
+//! path. `save_vote` syncs
 //! before it returns: a vote that is not on disk could be cast twice in one term.
 //! `truncate` is durable when it returns. `purge` first makes the state machine durable
 //! (its RocksDB writes are never synced on their own), so entries are only dropped behind
@@ -20,6 +24,7 @@ use std::fmt::Debug;
 use std::fs::File;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,6 +57,12 @@ pub struct LogStore {
     committed_saved: Arc<Mutex<Option<u64>>>,
     /// Unsafe test mode: report entries durable without syncing (see `--unsafe-no-fsync`).
     no_fsync: bool,
+    /// This member's id: entries whose log id names another leader are a follower's.
+    own_id: NodeId,
+    /// Appends handed to the flusher and not reported yet. An inline sync only happens
+    /// at zero, so callbacks are reported in append order.
+    queued: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
 }
 
 /// The commit point is written when it has moved this many entries since it was last
@@ -63,8 +74,9 @@ fn io_err(f: fn(AnyError) -> StorageIOError<NodeId>, e: impl std::fmt::Display) 
 }
 
 impl LogStore {
-    /// Opens the log store: its segments in `dir`, its metadata in `db`; starts the
-    /// flusher thread, which exits when every clone of the store is dropped.
+    /// Opens the log store of member `own_id`: its segments in `dir`, its metadata in
+    /// `db`; starts the flusher thread, which exits when every clone of the store is
+    /// dropped.
     ///
     /// # Errors
     /// Storage errors reading the log or moving an old data dir's entries over.
@@ -73,6 +85,7 @@ impl LogStore {
         dir: &Path,
         metrics: Arc<Metrics>,
         no_fsync: bool,
+        own_id: NodeId,
     ) -> Result<Self, StoreError> {
         let purged: Option<LogId> = match db.get_cf(
             db.cf_handle(CF_RAFT_META)
@@ -85,9 +98,11 @@ impl LogStore {
         let wal = Wal::open(dir, purged.map(|p| p.index))
             .map_err(|e| StoreError::Storage(e.to_string()))?;
         let (tx, rx) = mpsc::channel::<Flush>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (thread_queued, thread_metrics) = (queued.clone(), metrics.clone());
         std::thread::Builder::new()
             .name("raft-log-flush".into())
-            .spawn(move || flusher(rx, metrics, no_fsync))
+            .spawn(move || flusher(rx, thread_metrics, no_fsync, thread_queued))
             .map_err(|e| StoreError::Internal(format!("spawning the log flusher: {e}")))?;
         let store = Self {
             db,
@@ -96,6 +111,9 @@ impl LogStore {
             flusher: tx,
             committed_saved: Arc::new(Mutex::new(None)),
             no_fsync,
+            own_id,
+            queued,
+            metrics,
         };
         store.move_rocksdb_entries()?;
         Ok(store)
@@ -220,27 +238,42 @@ fn sync_files(files: &[Arc<File>]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn flusher(rx: mpsc::Receiver<Flush>, metrics: Arc<Metrics>, no_fsync: bool) {
+/// Syncs `files` (unless the unsafe no-fsync mode is on), records the sync and reports
+/// its outcome to every callback.
+fn flush(
+    files: &[Arc<File>],
+    callbacks: Vec<LogFlushed<TypeConfig>>,
+    metrics: &Metrics,
+    no_fsync: bool,
+) {
+    let started = Instant::now();
+    let res = if no_fsync { Ok(()) } else { sync_files(files) };
+    metrics.observe_fsync(started.elapsed(), callbacks.len());
+    for cb in callbacks {
+        let r = match &res {
+            Ok(()) => Ok(()),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        };
+        cb.log_io_completed(r);
+    }
+}
+
+fn flusher(
+    rx: mpsc::Receiver<Flush>,
+    metrics: Arc<Metrics>,
+    no_fsync: bool,
+    queued: Arc<AtomicUsize>,
+) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);
         }
-        let started = Instant::now();
-        let res = if no_fsync {
-            Ok(())
-        } else {
-            let files: Vec<Arc<File>> = waiting.iter().flat_map(|(_, f)| f.clone()).collect();
-            sync_files(&files)
-        };
-        metrics.observe_fsync(started.elapsed(), waiting.len());
-        for (cb, _) in waiting {
-            let r = match &res {
-                Ok(()) => Ok(()),
-                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-            };
-            cb.log_io_completed(r);
-        }
+        let n = waiting.len();
+        let (callbacks, files): (Vec<_>, Vec<_>) = waiting.into_iter().unzip();
+        let files: Vec<Arc<File>> = files.into_iter().flatten().collect();
+        flush(&files, callbacks, &metrics, no_fsync);
+        queued.fetch_sub(n, Ordering::AcqRel);
     }
 }
 
@@ -340,6 +373,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             records.push((e.log_id.index, b));
             decoded.push(e);
         }
+        let leader = decoded.last().map(|e: &Entry| e.log_id.leader_id.node_id);
         let files = {
             let mut wal = self.wal.lock();
             let files = wal.append(&records);
@@ -355,9 +389,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             files.map_err(|e| io_err(StorageIOError::write_logs, e))?
         };
-        self.flusher
-            .send((callback, files))
-            .map_err(|_| io_err(StorageIOError::write_logs, "log flusher thread is gone"))?;
+        // A follower's append: the leader sends the next entries only after this
+        // member answered, so no other append could share the sync. Syncing here spares
+        // the write two thread hand-offs (to the flusher and back) on its way to the
+        // commit; the leader's own appends keep the flusher, which lets openraft send the
+        // entries to the followers while they are synced.
+        if leader.is_some_and(|l| l != self.own_id) && self.queued.load(Ordering::Acquire) == 0 {
+            flush(&files, vec![callback], &self.metrics, self.no_fsync);
+            return Ok(());
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if self.flusher.send((callback, files)).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(io_err(
+                StorageIOError::write_logs,
+                "log flusher thread is gone",
+            ));
+        }
         Ok(())
     }
 
@@ -396,6 +444,7 @@ mod tests {
             &dir.join("wal"),
             Arc::new(Metrics::new()),
             false,
+            1,
         )
         .unwrap()
     }
