@@ -507,9 +507,8 @@ impl Member {
     pub async fn lease_keep_alive(&self, id: i64) -> Result<i64> {
         if self.is_leader() {
             return self
-                .sm
-                .lessor
-                .keep_alive(id)
+                .leader_keep_alive(id)
+                .await?
                 .ok_or(StoreError::LeaseNotFound);
         }
         match self.forward(None, &Forward::LeaseKeepAlive(id)).await? {
@@ -518,6 +517,37 @@ impl Member {
                 "unexpected forward reply {other:?}"
             ))),
         }
+    }
+
+    /// Renews a lease on this member as the leader (for its own clients and forwarded
+    /// ones); `None` if the lease does not exist or expired.
+    ///
+    /// Leadership is confirmed and everything committed before it applied first, as
+    /// etcd waits for its applied index (and has check-quorum) before a renewal. Without
+    /// that, jepsen's lease/partition (seed 23) saw a new leader renew a lease whose
+    /// revocation — proposed by the old leader when the lease had expired on its clock,
+    /// and not committed before the partition healed — it committed with its own first
+    /// entry right after. The same check keeps a leader cut off from the others (which
+    /// openraft does not depose until it hears of a newer term) from renewing leases that
+    /// the majority's new leader is counting down.
+    ///
+    /// # Errors
+    /// `LeaderChanged`, `NoLeader`, `Timeout` (leadership not confirmed in time).
+    async fn leader_keep_alive(&self, id: i64) -> Result<Option<i64>> {
+        self.linearizable_barrier().await?;
+        // The barrier proves leadership; the lessor takes over the deadlines once the
+        // leadership task has seen it (`leadership_loop`), a moment later.
+        let deadline = Instant::now() + self.config.request_timeout;
+        while !self.sm.lessor.is_primary() {
+            if !self.is_leader() {
+                return Err(StoreError::LeaderChanged);
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(self.sm.lessor.keep_alive(id))
     }
 
     /// (remaining, granted) TTL of a lease, from the leader.
@@ -738,7 +768,7 @@ impl Member {
                 if !self.is_leader() {
                     return Err(StoreError::LeaderChanged);
                 }
-                Ok(ForwardReply::KeepAlive(self.sm.lessor.keep_alive(id)))
+                Ok(ForwardReply::KeepAlive(self.leader_keep_alive(id).await?))
             }
             Forward::LeaseTimeToLive(id) => {
                 if !self.is_leader() {

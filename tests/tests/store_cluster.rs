@@ -1,6 +1,7 @@
 //! Clusters of `skiff store` under faults: kill -9 of the leader under write load, a
 //! member kept down past `--snapshot-count`, a wiped member replaced through membership
-//! change, a rolling restart under load, and a five-member cluster losing two members.
+//! change, a rolling restart under load, a five-member cluster losing two members, and a
+//! lease kept alive through a follower while its leader is killed.
 //!
 //! The invariant every test ends with: each acknowledged write is readable on every
 //! member (member-local, serializable reads once the member has applied up to the final
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use common::{bounded, eventually};
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
 use skiff_tests::{Cluster, ClusterConfig};
 use tokio::task::JoinHandle;
 
@@ -443,6 +444,87 @@ async fn five_members_form_and_survive_losing_two() -> Result<()> {
         .await?;
         acks.push(ack);
         verify_members(&cluster, "five/", &acks).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// A lease kept alive through a follower outlives the leader being killed: the
+/// follower forwards each keep-alive to whoever leads, the new leader renews only once it
+/// has confirmed its leadership and applied what the old one committed, and its lease
+/// deadlines start over when it takes office. Once the keep-alives stop, the lease expires
+/// on the new leader and its key is deleted.
+#[tokio::test]
+async fn lease_kept_alive_through_a_follower_outlives_a_leader_kill() -> Result<()> {
+    bounded(LIMIT, async {
+        let mut cluster = common::start(3).await?;
+        let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
+        let follower = (0..3).find(|i| *i != leader).context("no follower")?;
+        let mut c = client_at(cluster.member(follower)?.client_url()).await?;
+        let ttl = 4;
+        let id = c.lease_grant(ttl, None).await?.id();
+        c.put("held", "v", Some(PutOptions::new().with_lease(id)))
+            .await?;
+
+        // Keep-alives every 500 ms for three TTLs, the leader killed one second in. A
+        // keep-alive may fail while no leader is known (the stream is then opened again);
+        // none may say the lease is gone.
+        let killed_at = Instant::now() + Duration::from_secs(1);
+        let mut killed = false;
+        let mut renewed_after_kill = 0;
+        let mut keeper = None;
+        let end = Instant::now() + Duration::from_secs(3 * ttl as u64);
+        while Instant::now() < end {
+            if !killed && Instant::now() >= killed_at {
+                cluster.kill(leader)?;
+                killed = true;
+            }
+            if keeper.is_none() {
+                keeper = c.lease_keep_alive(id).await.ok();
+            }
+            if let Some((k, stream)) = keeper.as_mut() {
+                let answer = async {
+                    k.keep_alive().await?;
+                    tokio::time::timeout(Duration::from_secs(3), stream.message())
+                        .await
+                        .context("keep-alive response")??
+                        .context("keep-alive stream ended")
+                }
+                .await;
+                match answer {
+                    Ok(resp) => {
+                        ensure!(
+                            resp.ttl() > 0,
+                            "the lease was reported gone while kept alive: {resp:?}"
+                        );
+                        if killed {
+                            renewed_after_kill += 1;
+                        }
+                    }
+                    Err(_) => keeper = None,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        ensure!(killed, "the leader was not killed");
+        ensure!(
+            renewed_after_kill >= 3,
+            "only {renewed_after_kill} keep-alives answered after the leader was killed"
+        );
+        let got = c.get("held", None).await?;
+        ensure!(got.kvs().len() == 1, "the kept-alive key is gone: {got:?}");
+
+        // No more keep-alives: the new leader expires the lease and deletes the key.
+        drop(keeper);
+        eventually(
+            Duration::from_secs(3 * ttl as u64),
+            "the key expires",
+            || {
+                let mut c = c.clone();
+                async move { Ok((c.get("held", None).await?.kvs().is_empty()).then_some(())) }
+            },
+        )
+        .await?;
         Ok(())
     })
     .await
