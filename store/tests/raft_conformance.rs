@@ -10,7 +10,7 @@ use skiff_store::raft::{LogStore, StateMachine};
 /// Builds the stores of member `own_id`. The suite's entries name leaders 0 to a few:
 /// as member 0 the log store takes a leader's path for them (its flusher thread); as a
 /// member that leads none of them it syncs every append inline, as a follower does
-/// (`docs/store-inline-log-sync.md`). Both must pass.
+/// (`docs/store-follower-inline-sync.md`). Both must pass.
 struct Builder {
     own_id: u64,
 }

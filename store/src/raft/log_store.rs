@@ -4,9 +4,9 @@
 //! `append` writes the entries (readable at once) and hands the flush callback to the
 //! *flusher* thread, which syncs the written segments once for every callback that
 //! queued up meanwhile and only then reports the entries durable. A follower's appends
-//! and a leader's lone writes are synced inline instead, when nothing is queued for the
-//! flusher (`docs/store-inline-log-sync.md`): there the thread has nothing to overlap the
-//! sync with and only adds hand-offs to the write's path. `save_vote` syncs
+//! are synced inline instead, when nothing is queued for the flusher
+//! (`docs/store-follower-inline-sync.md`): a follower has one append in flight per leader, so
+//! the thread would never merge two and only add hand-offs to the write's path. `save_vote` syncs
 //! before it returns: a vote that is not on disk could be cast twice in one term.
 //! `truncate` is durable when it returns. `purge` first makes the state machine durable
 //! (its RocksDB writes are never synced on their own), so entries are only dropped behind
@@ -31,15 +31,13 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
-use openraft::{AnyError, EntryPayload, LogState, RaftLogReader, StorageIOError};
+use openraft::{AnyError, LogState, RaftLogReader, StorageIOError};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 
 use crate::error::StoreError;
 use crate::metrics::Metrics;
 use crate::raft::recent::Recent;
-use crate::raft::types::{
-    decode, encode, Entry, LogId, NodeId, Request, StorageError, TypeConfig, Vote,
-};
+use crate::raft::types::{decode, encode, Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 use crate::raft::wal::Wal;
 use crate::storage::schema::{self, raft_meta, CF_RAFT_LOG, CF_RAFT_META};
 
@@ -375,11 +373,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             decoded.push(e);
         }
         let leader = decoded.last().map(|e: &Entry| e.log_id.leader_id.node_id);
-        let lone_write = match decoded.as_slice() {
-            [e] => matches!(&e.payload, EntryPayload::Normal(Request::Tagged { request, .. })
-                if !matches!(**request, Request::Batch(_))),
-            _ => false,
-        };
         let files = {
             let mut wal = self.wal.lock();
             let files = wal.append(&records);
@@ -395,18 +388,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             files.map_err(|e| io_err(StorageIOError::write_logs, e))?
         };
-        // openraft 0.9's core waits for every flush before its next step (replicating
-        // the entries included), so the flusher thread only pays when the runtime's worker
-        // has other work meanwhile: the next batch of requests arriving under load. Where
-        // it has none, syncing here spares the write two thread hand-offs (to the flusher
-        // and back, each a wake-up of an idle thread):
-        // - a follower's append: the leader sends the next entries only after this member
-        //   answered;
-        // - a lone write at the leader: one request proposed by itself, which the proposer
-        //   does only when nothing else is queued (`Proposer::submit`).
-        // Only with nothing queued for the flusher, so callbacks keep append order.
+        // A follower's append: openraft keeps one AppendEntries in flight per follower,
+        // and the leader sends the next only after this member answered, so no other
+        // append could share the sync. Syncing here spares the write two thread
+        // hand-offs (to the flusher and back, each a wake-up of an idle thread). The
+        // leader keeps the flusher: openraft's core waits for the flush either way, but
+        // meanwhile the member's worker delivers watch events and serves reads (syncing a
+        // leader's lone writes inline too cost watch:1000 its p99,
+        // `docs/store-follower-inline-sync.md`). Only with nothing queued for the flusher, so
+        // callbacks keep append order.
         let follower = leader.is_some_and(|l| l != self.own_id);
-        if (follower || lone_write) && self.queued.load(Ordering::Acquire) == 0 {
+        if follower && self.queued.load(Ordering::Acquire) == 0 {
             flush(&files, vec![callback], &self.metrics, self.no_fsync);
             return Ok(());
         }
