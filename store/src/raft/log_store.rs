@@ -5,9 +5,10 @@
 //! *flusher* thread, which syncs the written segments once for every callback that
 //! queued up meanwhile and only then reports the entries durable. A follower's appends
 //! are synced inline instead, when nothing is queued for the flusher
-//! (`docs/store-follower-inline-sync.md`): a follower has one append in flight per leader, so
-//! the thread would never merge two and only add hand-offs to the write's path. `save_vote` syncs
-//! before it returns: a vote that is not on disk could be cast twice in one term.
+//! (`docs/store-follower-inline-sync.md`): a follower has one append in flight per
+//! leader, so the thread would never merge two and only add hand-offs to the write's
+//! path. `save_vote` syncs before it returns: a vote that is not on disk could be cast
+//! twice in one term.
 //! `truncate` is durable when it returns. `purge` first makes the state machine durable
 //! (its RocksDB writes are never synced on their own), so entries are only dropped behind
 //! it. The state machine never runs ahead of the durable log: openraft 0.9 applies an
@@ -394,9 +395,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // hand-offs (to the flusher and back, each a wake-up of an idle thread). The
         // leader keeps the flusher: openraft's core waits for the flush either way, but
         // meanwhile the member's worker delivers watch events and serves reads (syncing a
-        // leader's lone writes inline too cost watch:1000 its p99,
-        // `docs/store-follower-inline-sync.md`). Only with nothing queued for the flusher, so
-        // callbacks keep append order.
+        // leader's lone writes inline too cost watch:1000 its p99; see
+        // `docs/store-follower-inline-sync.md`). Only with nothing queued for the
+        // flusher, so callbacks keep append order.
         let follower = leader.is_some_and(|l| l != self.own_id);
         if follower && self.queued.load(Ordering::Acquire) == 0 {
             flush(&files, vec![callback], &self.metrics, self.no_fsync);
