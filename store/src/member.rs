@@ -535,19 +535,23 @@ impl Member {
     /// `LeaderChanged`, `NoLeader`, `Timeout` (leadership not confirmed in time).
     async fn leader_keep_alive(&self, id: i64) -> Result<Option<i64>> {
         self.linearizable_barrier().await?;
-        // The barrier proves leadership; the lessor takes over the deadlines once the
-        // leadership task has seen it (`leadership_loop`), a moment later.
+        // The barrier proves leadership (or, had this member lost it meanwhile, was
+        // answered by the new leader: the renewal then belongs there, not here). The
+        // lessor takes over the deadlines once the leadership task has seen the
+        // leadership (`leadership_loop`), a moment after it began.
         let deadline = Instant::now() + self.config.request_timeout;
-        while !self.sm.lessor.is_primary() {
+        loop {
             if !self.is_leader() {
                 return Err(StoreError::LeaderChanged);
+            }
+            if self.sm.lessor.is_primary() {
+                return Ok(self.sm.lessor.keep_alive(id));
             }
             if Instant::now() >= deadline {
                 return Err(StoreError::Timeout);
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        Ok(self.sm.lessor.keep_alive(id))
     }
 
     /// (remaining, granted) TTL of a lease, from the leader.
