@@ -208,7 +208,13 @@ impl Member {
             config.unsafe_no_fsync,
             id,
         )?;
-        let sm = StateMachine::open(db.clone(), &dir.join("snap"), metrics.clone())?;
+        let log_durability = log_store.durability();
+        let sm = StateMachine::open(
+            db.clone(),
+            &dir.join("snap"),
+            metrics.clone(),
+            log_durability.clone(),
+        )?;
         let shared = sm.shared.clone();
         let election = config.election_timeout.as_millis() as u64;
         let raft_config = openraft::Config {
@@ -227,6 +233,7 @@ impl Member {
         let network = NetworkFactory {
             channels: peers.clone(),
             metrics: metrics.clone(),
+            log_durability,
         };
         let raft = Raft::new(id, Arc::new(raft_config), network, log_store, sm)
             .await

@@ -35,6 +35,7 @@ async fn batched_entry_gives_each_request_its_revision_and_resumes_after_a_crash
         db.clone(),
         &dir.path().join("snap"),
         Arc::new(Metrics::new()),
+        Arc::default(),
     )
     .unwrap();
 
@@ -92,7 +93,13 @@ async fn a_batch_applies_exactly_like_its_requests_one_by_one() {
 
     let open = |dir: &std::path::Path| {
         let db = skiff_store::storage::open_db(&dir.join("db")).unwrap();
-        StateMachine::open(db, &dir.join("snap"), Arc::new(Metrics::new())).unwrap()
+        StateMachine::open(
+            db,
+            &dir.join("snap"),
+            Arc::new(Metrics::new()),
+            Arc::default(),
+        )
+        .unwrap()
     };
     let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (mut batched, mut single) = (open(da.path()), open(db_.path()));

@@ -28,8 +28,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
             self.own_id,
         )
         .expect("open log");
-        let sm =
-            StateMachine::open(db, &dir.path().join("snap"), metrics).expect("open state machine");
+        let sm = StateMachine::open(db, &dir.path().join("snap"), metrics, log.durability())
+            .expect("open state machine");
         Ok((dir, log, sm))
     }
 }

@@ -1,18 +1,23 @@
 //! The raft log: entries in the log's own segment files (`raft::wal`), the vote, the
 //! purge point and the commit point in RocksDB's `raft_meta` column family.
 //!
-//! `append` writes the entries (readable at once) and hands the flush callback to the
-//! *flusher* thread, which syncs the written segments once for every callback that
-//! queued up meanwhile and only then reports the entries durable. A follower's appends
-//! are synced inline instead, when nothing is queued for the flusher
-//! (`docs/store-follower-inline-sync.md`): a follower has one append in flight per
-//! leader, so the thread would never merge two and only add hand-offs to the write's
-//! path. `save_vote` syncs before it returns: a vote that is not on disk could be cast
-//! twice in one term.
-//! `truncate` is durable when it returns. `purge` first makes the state machine durable
-//! (its RocksDB writes are never synced on their own), so entries are only dropped behind
-//! it. The state machine never runs ahead of the durable log: openraft 0.9 applies an
-//! entry only after this member's own flush of it has completed.
+//! `append` writes the entries, readable at once, then:
+//! - The leader's own entries are reported done right away and synced by the *flusher*
+//!   thread, once for every append that queued up meanwhile, so openraft sends them to
+//!   the followers while they are being synced. The member's [`LogDurability`] holds back
+//!   everything that follows from their commit until the sync is done
+//!   (`docs/store-leader-early-append.md`).
+//! - A follower's appends are synced inline and reported after the sync
+//!   (`docs/store-follower-inline-sync.md`): a follower has one append in flight per
+//!   leader, so a thread would never merge two and only add hand-offs to the write's
+//!   path.
+//!
+//! `save_vote` syncs before it returns: a vote that is not on disk could be cast twice in
+//! one term. `truncate` is durable when it returns. `purge` first makes the state machine
+//! durable (its RocksDB writes are never synced on their own), so entries are only
+//! dropped behind it. The state machine never runs ahead of the durable log: it applies an
+//! entry only after this member's copy is synced (openraft 0.9 waits for the report, and
+//! the state machine for [`LogDurability`]).
 //!
 //! A data dir written before the log had its own files keeps its entries in RocksDB's
 //! `raft_log` column family; `LogStore::new` moves them over once.
@@ -24,7 +29,6 @@ use std::fmt::Debug;
 use std::fs::File;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,13 +41,18 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 
 use crate::error::StoreError;
 use crate::metrics::Metrics;
+use crate::raft::durability::LogDurability;
 use crate::raft::recent::Recent;
 use crate::raft::types::{decode, encode, Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 use crate::raft::wal::Wal;
 use crate::storage::schema::{self, raft_meta, CF_RAFT_LOG, CF_RAFT_META};
 
-/// An append's callback and the segment files to sync before it is called.
-type Flush = (LogFlushed<TypeConfig>, Vec<Arc<File>>);
+/// A sync the flusher owes: the segment files the leader's append wrote to, and the
+/// index of its last entry (durable once they are synced).
+struct Flush {
+    files: Vec<Arc<File>>,
+    last: u64,
+}
 
 /// The log store. Cheap to clone: clones share the database, the log and the flusher.
 #[derive(Clone)]
@@ -53,16 +62,24 @@ pub struct LogStore {
     /// The newest entries, decoded (`raft::recent`). Locked after `wal` when both are.
     recent: Arc<Mutex<Recent>>,
     flusher: mpsc::Sender<Flush>,
-    /// Index of the commit point last written to `raft_meta`, if any yet.
-    committed_saved: Arc<Mutex<Option<u64>>>,
+    /// The commit point last written to `raft_meta`, and one not written yet.
+    committed_saved: Arc<Mutex<CommitPoint>>,
     /// Unsafe test mode: report entries durable without syncing (see `--unsafe-no-fsync`).
     no_fsync: bool,
     /// This member's id: entries whose log id names another leader are a follower's.
     own_id: NodeId,
-    /// Appends handed to the flusher and not reported yet. An inline sync only happens
-    /// at zero, so callbacks are reported in append order.
-    queued: Arc<AtomicUsize>,
+    /// How far the appends reported before their sync are durable.
+    durability: Arc<LogDurability>,
     metrics: Arc<Metrics>,
+}
+
+/// What `save_committed` keeps between calls.
+#[derive(Default)]
+struct CommitPoint {
+    /// Index of the commit point last written to `raft_meta`, if any yet.
+    index: Option<u64>,
+    /// The newest commit point seen while not durable yet (written once it is).
+    pending: Option<Option<LogId>>,
 }
 
 /// The commit point is written when it has moved this many entries since it was last
@@ -98,21 +115,21 @@ impl LogStore {
         let wal = Wal::open(dir, purged.map(|p| p.index))
             .map_err(|e| StoreError::Storage(e.to_string()))?;
         let (tx, rx) = mpsc::channel::<Flush>();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let (thread_queued, thread_metrics) = (queued.clone(), metrics.clone());
+        let durability = Arc::new(LogDurability::default());
+        let (thread_metrics, thread_durability) = (metrics.clone(), durability.clone());
         std::thread::Builder::new()
             .name("raft-log-flush".into())
-            .spawn(move || flusher(rx, thread_metrics, no_fsync, thread_queued))
+            .spawn(move || flusher(rx, thread_metrics, no_fsync, thread_durability))
             .map_err(|e| StoreError::Internal(format!("spawning the log flusher: {e}")))?;
         let store = Self {
             db,
             wal: Arc::new(Mutex::new(wal)),
             recent: Arc::new(Mutex::new(Recent::default())),
             flusher: tx,
-            committed_saved: Arc::new(Mutex::new(None)),
+            committed_saved: Arc::new(Mutex::new(CommitPoint::default())),
             no_fsync,
             own_id,
-            queued,
+            durability,
             metrics,
         };
         store.move_rocksdb_entries()?;
@@ -170,6 +187,12 @@ impl LogStore {
             "moved the raft log out of RocksDB into its own files"
         );
         Ok(())
+    }
+
+    /// How far the appends this store reported before syncing them are durable: what
+    /// the state machine and the network wait for (`docs/store-leader-early-append.md`).
+    pub fn durability(&self) -> Arc<LogDurability> {
+        self.durability.clone()
     }
 
     fn cf_log(&self) -> &rocksdb::ColumnFamily {
@@ -238,42 +261,46 @@ fn sync_files(files: &[Arc<File>]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Syncs `files` (unless the unsafe no-fsync mode is on), records the sync and reports
-/// its outcome to every callback.
-fn flush(
+/// Syncs `files` (unless the unsafe no-fsync mode is on) and records the sync.
+fn sync(
     files: &[Arc<File>],
-    callbacks: Vec<LogFlushed<TypeConfig>>,
+    jobs: usize,
     metrics: &Metrics,
     no_fsync: bool,
-) {
+) -> std::io::Result<()> {
     let started = Instant::now();
     let res = if no_fsync { Ok(()) } else { sync_files(files) };
-    metrics.observe_fsync(started.elapsed(), callbacks.len());
-    for cb in callbacks {
-        let r = match &res {
-            Ok(()) => Ok(()),
-            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-        };
-        cb.log_io_completed(r);
-    }
+    metrics.observe_fsync(started.elapsed(), jobs);
+    res
 }
 
 fn flusher(
     rx: mpsc::Receiver<Flush>,
     metrics: Arc<Metrics>,
     no_fsync: bool,
-    queued: Arc<AtomicUsize>,
+    durability: Arc<LogDurability>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);
         }
-        let n = waiting.len();
-        let (callbacks, files): (Vec<_>, Vec<_>) = waiting.into_iter().unzip();
-        let files: Vec<Arc<File>> = files.into_iter().flatten().collect();
-        flush(&files, callbacks, &metrics, no_fsync);
-        queued.fetch_sub(n, Ordering::AcqRel);
+        let files: Vec<Arc<File>> = waiting
+            .iter()
+            .flat_map(|f| f.files.iter().cloned())
+            .collect();
+        let last = waiting.iter().map(|f| f.last).max().unwrap_or(0);
+        match sync(&files, waiting.len(), &metrics, no_fsync) {
+            Ok(()) => durability.synced(last),
+            Err(e) => {
+                // Openraft counts these entries as on this member's disk already: the
+                // followers' copies alone may have committed them, and that cannot be
+                // taken back. A log that cannot be synced cannot go on (etcd exits on a
+                // failed WAL sync too).
+                tracing::error!(error = %e, last, "raft log sync failed; exiting");
+                std::process::abort();
+            }
+        }
     }
 }
 
@@ -341,13 +368,31 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // for every entry it commits, a RocksDB write each): an older commit point only
         // means that a restarted member applies fewer entries before it hears the current
         // one from the leader (or, alone, commits its own first entry).
-        let index = committed.map_or(0, |c| c.index);
+        //
+        // Never ahead of the durable log: the leader commits its own entries before they
+        // are synced (`docs/store-leader-early-append.md`), and a commit point beyond the
+        // log on disk would send a restart looking for entries it lost. Such a commit
+        // point waits as `pending` and is written by a later call once durable.
         let mut saved = self.committed_saved.lock();
-        if saved.is_some_and(|s| (s..s.saturating_add(COMMITTED_EVERY)).contains(&index)) {
+        let index = committed.map_or(0, |c| c.index);
+        let candidate = if self.durability.is_durable(index) {
+            saved.pending = None;
+            committed
+        } else {
+            match saved.pending.replace(committed) {
+                Some(p) if self.durability.is_durable(p.map_or(0, |c| c.index)) => p,
+                _ => return Ok(()),
+            }
+        };
+        let index = candidate.map_or(0, |c| c.index);
+        if saved
+            .index
+            .is_some_and(|s| (s..s.saturating_add(COMMITTED_EVERY)).contains(&index))
+        {
             return Ok(());
         }
-        self.put_meta(raft_meta::COMMITTED, &committed, false)?;
-        *saved = Some(index);
+        self.put_meta(raft_meta::COMMITTED, &candidate, false)?;
+        saved.index = Some(index);
         Ok(())
     }
 
@@ -389,28 +434,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             files.map_err(|e| io_err(StorageIOError::write_logs, e))?
         };
+        let Some(leader) = leader else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        if leader == self.own_id {
+            // The leader's own entries: reported now and synced by the flusher while
+            // openraft replicates them; `LogDurability` holds back their effects.
+            let last = records.last().map_or(0, |(i, _)| *i);
+            self.durability.reported_early(last);
+            self.flusher
+                .send(Flush { files, last })
+                .map_err(|_| io_err(StorageIOError::write_logs, "log flusher thread is gone"))?;
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        }
         // A follower's append: openraft keeps one AppendEntries in flight per follower,
         // and the leader sends the next only after this member answered, so no other
         // append could share the sync. Syncing here spares the write two thread
-        // hand-offs (to the flusher and back, each a wake-up of an idle thread). The
-        // leader keeps the flusher: openraft's core waits for the flush either way, but
-        // meanwhile the member's worker delivers watch events and serves reads (syncing a
-        // leader's lone writes inline too cost watch:1000 its p99; see
-        // `docs/store-follower-inline-sync.md`). Only with nothing queued for the
-        // flusher, so callbacks keep append order.
-        let follower = leader.is_some_and(|l| l != self.own_id);
-        if follower && self.queued.load(Ordering::Acquire) == 0 {
-            flush(&files, vec![callback], &self.metrics, self.no_fsync);
-            return Ok(());
-        }
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        if self.flusher.send((callback, files)).is_err() {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(io_err(
-                StorageIOError::write_logs,
-                "log flusher thread is gone",
-            ));
-        }
+        // hand-offs (to the flusher and back, each a wake-up of an idle thread).
+        let res = sync(&files, 1, &self.metrics, self.no_fsync);
+        callback.log_io_completed(res);
         Ok(())
     }
 
@@ -512,5 +556,37 @@ mod tests {
             let kept = store.read_committed().await.unwrap().unwrap().index;
             assert!(kept <= i && i - kept < COMMITTED_EVERY, "{kept} for {i}");
         }
+    }
+
+    /// The leader commits its own entries before they are synced; the commit point on
+    /// disk waits for the sync, then catches up on a later call.
+    #[tokio::test]
+    async fn the_commit_point_is_not_written_ahead_of_the_synced_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::storage::open_db(&dir.path().join("db")).unwrap();
+        let mut store = open_log(&db, dir.path());
+        let durability = store.durability();
+        let id = |i: u64| Some(openraft::LogId::new(CommittedLeaderId::new(1, 1), i));
+        durability.reported_early(10);
+        store.save_committed(id(5)).await.unwrap();
+        assert_eq!(
+            store.read_committed().await.unwrap(),
+            None,
+            "5 is not synced"
+        );
+        durability.synced(5);
+        store.save_committed(id(6)).await.unwrap();
+        assert_eq!(
+            store.read_committed().await.unwrap(),
+            id(5),
+            "the earlier one, synced since, is written; 6 is not synced"
+        );
+        durability.synced(10);
+        store.save_committed(id(80)).await.unwrap();
+        assert_eq!(
+            store.read_committed().await.unwrap(),
+            id(80),
+            "beyond the early reports nothing waits"
+        );
     }
 }

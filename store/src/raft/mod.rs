@@ -5,11 +5,13 @@
 //! - [`types`]: the openraft type configuration; log entry payloads (`Request`) and
 //!   apply results.
 //! - [`log_store`]: the raft log with group-committed fsync.
+//! - [`durability`]: how far the leader's early-reported appends are synced.
 //! - [`state_machine`]: applying entries to MVCC, leases and cluster metadata.
 //! - [`snapshot`]: the snapshot file format.
 //! - [`network`]: the peer client (openraft `RaftNetwork`).
 //! - [`wire`]: the framing of AppendEntries and Vote on a plain TCP connection.
 
+pub mod durability;
 pub mod log_store;
 pub mod network;
 pub mod proposals;

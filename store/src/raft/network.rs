@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::metrics::Metrics;
+use crate::raft::durability::LogDurability;
 use crate::raft::types::{
     decode, encode, MemberNode, NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote,
 };
@@ -84,6 +85,9 @@ pub struct NetworkFactory {
     pub channels: PeerChannels,
     /// Where round trips are recorded.
     pub metrics: Arc<Metrics>,
+    /// How far this member's early-reported appends are synced: no commit index beyond
+    /// it is sent (`docs/store-leader-early-append.md`).
+    pub log_durability: Arc<LogDurability>,
 }
 
 /// A connection to one peer.
@@ -92,6 +96,7 @@ pub struct PeerConn {
     url: String,
     channels: PeerChannels,
     metrics: Arc<Metrics>,
+    log_durability: Arc<LogDurability>,
     /// The raft wire connection, opened on first use and after a failure.
     conn: Option<BufReader<TcpStream>>,
 }
@@ -105,6 +110,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             url: node.peer_urls.first().cloned().unwrap_or_default(),
             channels: self.channels.clone(),
             metrics: self.metrics.clone(),
+            log_durability: self.log_durability.clone(),
             conn: None,
         }
     }
@@ -212,6 +218,12 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MemberNode, RaftError<NodeId>>>
     {
+        // A follower applies what it hears committed, so it hears of a commit only once
+        // the leader's own copy is durable: openraft counted that copy before its sync.
+        // Waits only in the moment a follower acknowledged faster than the leader synced.
+        if let Some(commit) = &rpc.leader_commit {
+            self.log_durability.wait(commit.index).await;
+        }
         let started = Instant::now();
         let r = self.call(wire::KIND_APPEND, &rpc, &option).await;
         self.metrics

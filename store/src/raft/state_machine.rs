@@ -22,6 +22,7 @@ use crate::lease::{LeaseRecord, Lessor};
 use crate::metrics::Metrics;
 use crate::mvcc::txn::Overlay;
 use crate::mvcc::{Change, KvStore, Revision, WriteTxn};
+use crate::raft::durability::LogDurability;
 use crate::raft::proposals::Proposals;
 use crate::raft::snapshot::{self, SnapshotHeader};
 use crate::raft::types::{
@@ -75,6 +76,8 @@ pub struct SmShared {
     snapshot_dir: PathBuf,
     current_snapshot: Mutex<Option<(SnapshotMeta, PathBuf)>>,
     compactor: std::sync::mpsc::Sender<i64>,
+    /// How far the log's early-reported appends are synced: nothing is applied beyond.
+    log_durability: Arc<LogDurability>,
 }
 
 /// The openraft state machine handle (cheap clone).
@@ -159,11 +162,18 @@ enum Effect {
 }
 
 impl StateMachine {
-    /// Opens the state machine over `db`; snapshots live in `snapshot_dir`.
+    /// Opens the state machine over `db`; snapshots live in `snapshot_dir`. An entry is
+    /// applied only once `log_durability` says this member's copy is synced (pass the
+    /// log store's, [`LogStore::durability`](crate::raft::log_store::LogStore::durability)).
     ///
     /// # Errors
     /// Storage errors or corrupt metadata.
-    pub fn open(db: Arc<DB>, snapshot_dir: &Path, metrics: Arc<Metrics>) -> Result<Self> {
+    pub fn open(
+        db: Arc<DB>,
+        snapshot_dir: &Path,
+        metrics: Arc<Metrics>,
+        log_durability: Arc<LogDurability>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(snapshot_dir)
             .map_err(|e| StoreError::Storage(format!("{snapshot_dir:?}: {e}")))?;
         let kv = Arc::new(KvStore::open(db.clone())?);
@@ -184,6 +194,7 @@ impl StateMachine {
             snapshot_dir: snapshot_dir.to_path_buf(),
             current_snapshot: Mutex::new(current_snapshot),
             compactor: ctx,
+            log_durability,
         });
         let compact_kv = kv.clone();
         std::thread::Builder::new()
@@ -642,7 +653,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut out = Vec::new();
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let Some(last) = entries.last() {
+            // The leader reports its own appends before their sync
+            // (`docs/store-leader-early-append.md`): what an entry does is only let out
+            // once this member's copy is on disk.
+            self.shared.log_durability.wait(last.log_id.index).await;
+        }
+        let mut out = Vec::with_capacity(entries.len());
         for e in entries {
             let started = Instant::now();
             let r = self
