@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use skiff_tests::bench::api::{
     raise_nofile, run_api, server_log_table, split_log, ApiClient, ApiParams, Phases,
 };
-use skiff_tests::bench::report::{single_table, ComparedCase, RssPair};
+use skiff_tests::bench::report::{single_table, ComparedCase, CpuPerOp, RssPair};
 use skiff_tests::bench::workload::{parse_suite, DEFAULT_SUITE};
 use skiff_tests::bench::{load_keys, run_case, Case, CaseResult, Comparison, Params, Session};
 use skiff_tests::binaries::SKIFF_BIN_ENV;
@@ -234,6 +234,12 @@ struct CompareArgs {
     /// Keys loaded into a fresh single member before reading its RSS (0: skip).
     #[arg(long, env = "SKIFF_BENCH_RSS_KEYS", default_value_t = 100_000)]
     rss_keys: u64,
+    /// Times each case runs on each side, the sides taking turns (both clusters stay up);
+    /// the table shows each figure's median over the rounds. This machine's speed drifts
+    /// by tens of percent within minutes, and one round measured the two sides minutes
+    /// apart (`docs/benchmarks.md`).
+    #[arg(long, env = "SKIFF_BENCH_ROUNDS", default_value_t = 3)]
+    rounds: usize,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -830,6 +836,7 @@ async fn compare(args: CompareArgs) -> Result<()> {
         candidate: candidate_label.clone(),
         ..Default::default()
     };
+    let rounds = args.rounds.max(1);
     for &members in &args.members {
         let mut sides = Vec::new();
         for (label, target) in [
@@ -843,18 +850,28 @@ async fn compare(args: CompareArgs) -> Result<()> {
                 .with_context(|| format!("starting {label}"))?;
             let mut session = Session::new(leader_first(&cluster).await?, params.clone());
             session.server_pids = cluster.members().iter().filter_map(|m| m.pid()).collect();
-            sides.push(run_suite(&label, &mut session, &suite).await?);
-            drop(cluster);
+            sides.push((label, cluster, session));
         }
-        let candidate_results = sides.pop().unwrap_or_default();
-        let baseline_results = sides.pop().unwrap_or_default();
-        for (b, c) in baseline_results.into_iter().zip(candidate_results) {
+        for case in &suite {
+            let mut runs: [Vec<CaseResult>; 2] = [Vec::new(), Vec::new()];
+            for round in 0..rounds {
+                // Alternate who goes first, so a drift within a round favours neither.
+                let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                for side in order {
+                    let (label, _, session) = &mut sides[side];
+                    let label = format!("{label} round {}/{rounds}", round + 1);
+                    let mut r = run_suite(&label, session, std::slice::from_ref(case)).await?;
+                    runs[side].extend(r.pop());
+                }
+            }
+            let [b, c] = runs;
             cmp.cases.push(ComparedCase {
                 members,
-                baseline: b,
-                candidate: c,
+                baseline: median_of(b),
+                candidate: median_of(c),
             });
         }
+        drop(sides);
     }
     if args.rss_keys > 0 {
         let b = rss_after_load(&baseline, &params, args.rss_keys).await?;
@@ -868,8 +885,9 @@ async fn compare(args: CompareArgs) -> Result<()> {
     }
     println!(
         "`skiff-bench compare`: {}; both sides fsync (their defaults); connections go to the \
-         members round-robin from the leader (put:1 writes to the leader); client and servers \
-         share this machine ({} CPUs).\n",
+         members round-robin from the leader (put:1 writes to the leader); each figure is the \
+         median of {rounds} rounds, the sides taking turns; client and servers share this \
+         machine ({} CPUs).\n",
         args.load.describe(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
@@ -882,6 +900,48 @@ async fn compare(args: CompareArgs) -> Result<()> {
         bail!("a correctness check failed (see notes)");
     }
     Ok(())
+}
+
+/// One result standing for several runs of a case: each figure is its median over the
+/// runs (so a row may mix rounds), and a failed run fails it (its note is kept).
+fn median_of(mut runs: Vec<CaseResult>) -> CaseResult {
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or(0.0)
+    }
+    let figure =
+        |f: fn(&CaseResult) -> f64, runs: &[CaseResult]| median(runs.iter().map(f).collect());
+    let ops_per_sec = figure(|r| r.summary.ops_per_sec, &runs);
+    let p50_ms = figure(|r| r.summary.p50_ms, &runs);
+    let p90_ms = figure(|r| r.summary.p90_ms, &runs);
+    let p99_ms = figure(|r| r.summary.p99_ms, &runs);
+    let max_ms = figure(|r| r.summary.max_ms, &runs);
+    let cpu = (!runs.is_empty() && runs.iter().all(|r| r.cpu.is_some())).then(|| CpuPerOp {
+        server_us: figure(|r| r.cpu.map_or(0.0, |c| c.server_us), &runs),
+        client_us: figure(|r| r.cpu.map_or(0.0, |c| c.client_us), &runs),
+    });
+    let errors: u64 = runs.iter().map(|r| r.summary.errors).sum();
+    let failed = runs.iter().any(|r| r.failed);
+    // The run whose note stands for all: a failed one if any, else the median throughput.
+    runs.sort_by(|a, b| a.summary.ops_per_sec.total_cmp(&b.summary.ops_per_sec));
+    let pick = runs
+        .iter()
+        .position(|r| r.failed)
+        .unwrap_or(runs.len().saturating_sub(1) / 2);
+    let n = runs.len();
+    let mut out = runs.swap_remove(pick);
+    out.summary.ops_per_sec = ops_per_sec;
+    out.summary.p50_ms = p50_ms;
+    out.summary.p90_ms = p90_ms;
+    out.summary.p99_ms = p99_ms;
+    out.summary.max_ms = max_ms;
+    out.summary.errors = errors;
+    out.failed = failed;
+    out.cpu = cpu;
+    if n > 1 && errors > 0 {
+        out.note = format!("{} (errors summed over {n} rounds)", out.note);
+    }
+    out
 }
 
 /// The endpoints of a cluster the harness started, rotated so that the leader's comes
@@ -919,6 +979,60 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Each figure is its own median over the rounds; a failed round fails the case and
+    /// its note is the one shown.
+    #[test]
+    fn rounds_are_summarised_figure_by_figure() {
+        let case = parse_suite("put:1").unwrap()[0];
+        let run = |ops: f64, p99: f64, server_us: f64, note: &str| {
+            let mut r = CaseResult::new(
+                case,
+                skiff_tests::bench::Summary {
+                    ops: 100,
+                    errors: 1,
+                    elapsed: Duration::from_secs(1),
+                    ops_per_sec: ops,
+                    p50_ms: ops / 10.0,
+                    p90_ms: 1.0,
+                    p99_ms: p99,
+                    max_ms: 9.0,
+                },
+                note.to_string(),
+            );
+            r.cpu = Some(CpuPerOp {
+                server_us,
+                client_us: 1.0,
+            });
+            r
+        };
+        let m = median_of(vec![
+            run(10.0, 5.0, 7.0, "a"),
+            run(30.0, 1.0, 8.0, "b"),
+            run(20.0, 3.0, 9.0, "c"),
+        ]);
+        assert_eq!(m.summary.ops_per_sec, 20.0);
+        assert_eq!(m.summary.p50_ms, 2.0);
+        assert_eq!(m.summary.p99_ms, 3.0);
+        assert_eq!(m.cpu.unwrap().server_us, 8.0);
+        assert_eq!(m.summary.errors, 3, "errors add up");
+        assert!(
+            m.note.starts_with('c'),
+            "the median-throughput round's note"
+        );
+        assert!(!m.failed);
+
+        let mut bad = run(25.0, 2.0, 8.0, "missing 3 events");
+        bad.failed = true;
+        let m = median_of(vec![
+            run(10.0, 5.0, 7.0, "a"),
+            bad,
+            run(20.0, 3.0, 9.0, "c"),
+        ]);
+        assert!(m.failed);
+        assert!(m.note.starts_with("missing 3 events"));
+        assert_eq!(m.summary.ops_per_sec, 20.0);
     }
 
     #[test]
