@@ -541,6 +541,30 @@ impl Member {
     /// # Errors
     /// `LeaderChanged`, `NoLeader`, `Timeout` (leadership not confirmed in time).
     async fn leader_keep_alive(&self, id: i64) -> Result<Option<i64>> {
+        self.confirmed_lessor().await?;
+        Ok(self.sm.lessor.keep_alive(id))
+    }
+
+    /// (remaining, granted) TTL of a lease on this member as the leader; `None` if the
+    /// lease does not exist. Behind the same confirmation as a renewal (etcd waits for
+    /// its applied index here too): a leader cut off from the others, or one whose
+    /// lessor has not taken over the deadlines yet, would report a lease the majority
+    /// already counts differently.
+    ///
+    /// # Errors
+    /// As [`Member::leader_keep_alive`].
+    async fn leader_time_to_live(&self, id: i64) -> Result<Option<(i64, i64)>> {
+        self.confirmed_lessor().await?;
+        Ok(self.sm.lessor.time_to_live(id))
+    }
+
+    /// Returns once this member is the leader, confirmed by a linearizable barrier, and
+    /// its lessor keeps the lease deadlines. The caller acts on the lessor right after,
+    /// with no await in between, so leadership still holds when it does.
+    ///
+    /// # Errors
+    /// `LeaderChanged`, `NoLeader`, `Timeout` (leadership not confirmed in time).
+    async fn confirmed_lessor(&self) -> Result<()> {
         self.linearizable_barrier().await?;
         // The barrier proves leadership (or, had this member lost it meanwhile, was
         // answered by the new leader: the renewal then belongs there, not here). The
@@ -552,7 +576,7 @@ impl Member {
                 return Err(StoreError::LeaderChanged);
             }
             if self.sm.lessor.is_primary() {
-                return Ok(self.sm.lessor.keep_alive(id));
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(StoreError::Timeout);
@@ -561,16 +585,16 @@ impl Member {
         }
     }
 
-    /// (remaining, granted) TTL of a lease, from the leader.
+    /// (remaining, granted) TTL of a lease, from the leader once it confirmed its
+    /// leadership (see [`Member::leader_time_to_live`]).
     ///
     /// # Errors
-    /// `LeaseNotFound`.
+    /// `LeaseNotFound`; `LeaderChanged`, `NoLeader`, `Timeout` when no leader confirmed.
     pub async fn lease_time_to_live(&self, id: i64) -> Result<(i64, i64)> {
         if self.is_leader() {
             return self
-                .sm
-                .lessor
-                .time_to_live(id)
+                .leader_time_to_live(id)
+                .await?
                 .ok_or(StoreError::LeaseNotFound);
         }
         match self.forward(None, &Forward::LeaseTimeToLive(id)).await? {
@@ -785,7 +809,9 @@ impl Member {
                 if !self.is_leader() {
                     return Err(StoreError::LeaderChanged);
                 }
-                Ok(ForwardReply::TimeToLive(self.sm.lessor.time_to_live(id)))
+                Ok(ForwardReply::TimeToLive(
+                    self.leader_time_to_live(id).await?,
+                ))
             }
             Forward::Members => {
                 let members = self.members();

@@ -513,6 +513,13 @@ async fn lease_kept_alive_through_a_follower_outlives_a_leader_kill() -> Result<
         );
         let got = c.get("held", None).await?;
         ensure!(got.kvs().len() == 1, "the kept-alive key is gone: {got:?}");
+        // TimeToLive through the follower: forwarded to the new leader, which answers
+        // once it confirmed its leadership and its lessor keeps the deadlines.
+        let t = c.lease_time_to_live(id, None).await?;
+        ensure!(
+            t.granted_ttl() == ttl && t.ttl() > 0 && t.ttl() <= ttl,
+            "TimeToLive after the kill: {t:?}"
+        );
 
         // No more keep-alives: the new leader expires the lease and deletes the key.
         drop(keeper);
