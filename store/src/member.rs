@@ -567,10 +567,12 @@ impl Member {
     async fn confirmed_lessor(&self) -> Result<()> {
         self.linearizable_barrier().await?;
         // The barrier proves leadership (or, had this member lost it meanwhile, was
-        // answered by the new leader: the renewal then belongs there, not here). The
-        // lessor takes over the deadlines once the leadership task has seen the
-        // leadership (`leadership_loop`), a moment after it began.
-        let deadline = Instant::now() + self.config.request_timeout;
+        // answered by the new leader: the lease belongs there, not here). The lessor
+        // takes over the deadlines once the leadership task has seen the leadership
+        // (`leadership_loop`), a moment after it began: wait for either to change.
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        let mut primary = self.sm.lessor.watch_primary();
+        let mut metrics = self.raft.metrics();
         loop {
             if !self.is_leader() {
                 return Err(StoreError::LeaderChanged);
@@ -578,10 +580,11 @@ impl Member {
             if self.sm.lessor.is_primary() {
                 return Ok(());
             }
-            if Instant::now() >= deadline {
-                return Err(StoreError::Timeout);
+            tokio::select! {
+                r = primary.changed() => r.map_err(|_| StoreError::Internal("lessor gone".into()))?,
+                r = metrics.changed() => r.map_err(|_| StoreError::NoLeader)?,
+                () = tokio::time::sleep_until(deadline) => return Err(StoreError::Timeout),
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 

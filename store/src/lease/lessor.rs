@@ -40,9 +40,20 @@ struct Inner {
 }
 
 /// The lease table of a member.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Lessor {
     inner: Mutex<Inner>,
+    /// Mirrors `Inner::primary`, for waiting until this member keeps the deadlines.
+    primary: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Lessor {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            primary: tokio::sync::watch::channel(false).0,
+        }
+    }
 }
 
 impl Lessor {
@@ -98,6 +109,7 @@ impl Lessor {
         for l in g.leases.values_mut() {
             l.expiry = now + secs(l.ttl);
         }
+        self.primary.send_replace(true);
     }
 
     /// This member stopped being leader.
@@ -105,11 +117,17 @@ impl Lessor {
         let mut g = self.inner.lock();
         g.primary = false;
         g.revoking.clear();
+        self.primary.send_replace(false);
     }
 
     /// Whether this member keeps deadlines (is the leader).
     pub fn is_primary(&self) -> bool {
         self.inner.lock().primary
+    }
+
+    /// Changes of [`Lessor::is_primary`], to wait for a promotion without polling.
+    pub fn watch_primary(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.primary.subscribe()
     }
 
     /// Refreshes a lease's deadline (leader only). Returns its TTL, or `None` if the
