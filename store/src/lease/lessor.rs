@@ -33,8 +33,6 @@ struct LeaseState {
 #[derive(Debug, Default)]
 struct Inner {
     leases: HashMap<i64, LeaseState>,
-    /// Whether this member is the leader (and so keeps deadlines).
-    primary: bool,
     /// Expired leases whose revocation was proposed and has not applied yet.
     revoking: HashSet<i64>,
 }
@@ -43,7 +41,9 @@ struct Inner {
 #[derive(Debug)]
 pub struct Lessor {
     inner: Mutex<Inner>,
-    /// Mirrors `Inner::primary`, for waiting until this member keeps the deadlines.
+    /// Whether this member is the leader (and so keeps deadlines); a watch, so a new
+    /// leader's requests can wait for the promotion. Changed only under `inner`'s lock,
+    /// together with the deadlines.
     primary: tokio::sync::watch::Sender<bool>,
 }
 
@@ -104,7 +104,6 @@ impl Lessor {
     pub fn promote(&self) {
         let now = Instant::now();
         let mut g = self.inner.lock();
-        g.primary = true;
         g.revoking.clear();
         for l in g.leases.values_mut() {
             l.expiry = now + secs(l.ttl);
@@ -115,14 +114,13 @@ impl Lessor {
     /// This member stopped being leader.
     pub fn demote(&self) {
         let mut g = self.inner.lock();
-        g.primary = false;
         g.revoking.clear();
         self.primary.send_replace(false);
     }
 
     /// Whether this member keeps deadlines (is the leader).
     pub fn is_primary(&self) -> bool {
-        self.inner.lock().primary
+        *self.primary.borrow()
     }
 
     /// Changes of [`Lessor::is_primary`], to wait for a promotion without polling.
@@ -161,7 +159,7 @@ impl Lessor {
     pub fn take_expired(&self) -> Vec<i64> {
         let now = Instant::now();
         let mut g = self.inner.lock();
-        if !g.primary {
+        if !*self.primary.borrow() {
             return Vec::new();
         }
         let expired: Vec<i64> = g

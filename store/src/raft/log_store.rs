@@ -79,7 +79,7 @@ struct CommitPoint {
     /// Index of the commit point last written to `raft_meta`, if any yet.
     index: Option<u64>,
     /// The newest commit point seen while not durable yet (written once it is).
-    pending: Option<Option<LogId>>,
+    pending: Option<LogId>,
 }
 
 /// The commit point is written when it has moved this many entries since it was last
@@ -374,14 +374,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // log on disk would send a restart looking for entries it lost. Such a commit
         // point waits as `pending` and is written by a later call once durable.
         let mut saved = self.committed_saved.lock();
-        let index = committed.map_or(0, |c| c.index);
-        let candidate = if self.durability.is_durable(index) {
-            saved.pending = None;
-            committed
-        } else {
-            match saved.pending.replace(committed) {
-                Some(p) if self.durability.is_durable(p.map_or(0, |c| c.index)) => p,
+        let candidate = match committed {
+            Some(c) if !self.durability.is_durable(c.index) => match saved.pending.replace(c) {
+                Some(p) if self.durability.is_durable(p.index) => Some(p),
                 _ => return Ok(()),
+            },
+            _ => {
+                saved.pending = None;
+                committed
             }
         };
         let index = candidate.map_or(0, |c| c.index);
