@@ -156,6 +156,9 @@ pub struct Member {
     /// Set when this member was removed from the cluster.
     pub removed: tokio::sync::watch::Sender<bool>,
     started: Instant,
+    /// `(term, last log index)` when this member started as the leader of `term` (its
+    /// saved vote was its own, committed): see [`Member::read_index_round`].
+    restarted_leader: Option<(u64, u64)>,
 }
 
 use crate::storage::schema::raft_meta::MEMBER_ID as ID_KEY;
@@ -201,7 +204,7 @@ impl Member {
             "starting store member"
         );
 
-        let log_store = LogStore::new(
+        let mut log_store = LogStore::new(
             db.clone(),
             &dir.join("wal"),
             metrics.clone(),
@@ -209,6 +212,7 @@ impl Member {
             id,
         )?;
         let log_durability = log_store.durability();
+        let restarted_leader = restarted_leader(&mut log_store, id).await?;
         let sm = StateMachine::open(
             db.clone(),
             &dir.join("snap"),
@@ -273,6 +277,7 @@ impl Member {
             scratch_dir,
             removed,
             started: Instant::now(),
+            restarted_leader,
         });
         Ok(member)
     }
@@ -492,7 +497,22 @@ impl Member {
     async fn read_index_round(&self) -> Result<u64> {
         if self.is_leader() {
             match self.raft.get_read_log_id().await {
-                Ok((read, _applied)) => return Ok(read.map_or(0, |l| l.index)),
+                Ok((Some(read), _applied)) => {
+                    // openraft 0.9 gives a leader that restarted in its term the first
+                    // entry it proposed in that term (or its saved commit point) as the
+                    // read index, but entries after it may have been committed, and
+                    // acknowledged, before the restart: reading there served a value
+                    // overwritten seconds earlier (jepsen register/kill, the leader
+                    // killed and restarted before the others elected another). Its log
+                    // at start holds every entry it may have committed, so a read in
+                    // that term waits for all of them.
+                    let floor = match self.restarted_leader {
+                        Some((term, last)) if read.leader_id.term == term => last,
+                        _ => 0,
+                    };
+                    return Ok(read.index.max(floor));
+                }
+                Ok((None, _)) => return Ok(0),
                 Err(RaftError::APIError(_)) => {}
                 Err(RaftError::Fatal(e)) => {
                     return Err(StoreError::Unavailable(format!("raft stopped: {e}")))
@@ -1251,6 +1271,25 @@ impl ReadBarrier {
 }
 
 /// Serves ReadIndex rounds: takes every queued read, runs one round for all of them.
+/// `(term, last log index)` if the saved vote makes this member the leader of its term on
+/// start (openraft resumes leadership without an election then).
+async fn restarted_leader(log_store: &mut LogStore, id: NodeId) -> Result<Option<(u64, u64)>> {
+    use openraft::storage::RaftLogStorage;
+    let storage = |e: openraft::StorageError<NodeId>| StoreError::Storage(e.to_string());
+    let vote = log_store.read_vote().await.map_err(storage)?;
+    let last = log_store
+        .get_log_state()
+        .await
+        .map_err(storage)?
+        .last_log_id;
+    Ok(match (vote, last) {
+        (Some(v), Some(last)) if v.is_committed() && v.leader_id().voted_for() == Some(id) => {
+            Some((v.leader_id().term, last.index))
+        }
+        _ => None,
+    })
+}
+
 async fn read_barrier_loop(member: Arc<Member>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let Some(mut rx) = member.read_barrier.rx.lock().take() else {
         return;
