@@ -1,29 +1,30 @@
-//! The in-memory key index: each key's newest version, so that a write or a read at the
-//! current revision finds a key's state without searching its history in RocksDB.
+//! The in-memory key index: every stored version of every key, in key order.
 //!
-//! etcd keeps a `treeIndex` of every key's revisions for the same reason. Ours keeps only
-//! the newest version's metadata (not the value, not the history): that is all a write
-//! needs (create revision, version, lease of the key it replaces) and all a read at a
-//! recent revision needs to go straight to the one RocksDB entry that holds the value
-//! (a point lookup that bloom filters serve, instead of a seek across every level).
-//! Reads older than a key's newest version fall back to the seek.
+//! Versions are stored in RocksDB by revision only (the `rev` column family, see
+//! `storage::schema`), so that every write appends at the end of the keyspace instead of
+//! landing at a random place in it; this index is what finds a key's versions again, as
+//! etcd's `treeIndex` does over its bbolt `key` bucket. For each key it holds the
+//! revisions of its versions (with a tombstone flag) and the metadata of the newest one,
+//! so that a write, or a read at a revision where the newest version is the answer,
+//! needs no RocksDB read for anything but a value.
 //!
 //! # Invariant
-//! Every key with a version in the `kv` column family has an entry, holding its newest
-//! version. The writer upholds it by updating the index after each write lands in RocksDB
-//! and before the revision is published ([`KvStore::write`](super::KvStore::write)), so a
-//! reader pinned to a published revision either sees the entry of that write or an older
-//! one whose version is still stored; compaction removes an entry only when it deletes the
-//! key's last version, a tombstone, and only if no newer write replaced it meanwhile.
+//! A key has an entry exactly when it has a version in the `rev` family, and the entry
+//! lists exactly those versions. The writer upholds it by updating the index after each
+//! write lands in RocksDB and before the revision is published
+//! ([`KvStore::write`](super::KvStore::write)), so a reader pinned to a published revision
+//! finds every version at or below it; compaction removes a version from the index after
+//! deleting it from RocksDB, so a reader may briefly see a version that is no longer
+//! stored — only readers pinned below the compacted revision need such a version, and
+//! they are answered "compacted" (see `KvStore`).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use parking_lot::RwLock;
-use rocksdb::DB;
 use skiff_proto::mvccpb::event::EventType;
 
-use crate::error::{Result, StoreError};
-use crate::mvcc::key;
+use crate::mvcc::key::KeyRange;
 use crate::mvcc::kvstore::Change;
 use crate::mvcc::record::KvRecord;
 use crate::mvcc::Revision;
@@ -77,27 +78,158 @@ impl Newest {
     }
 }
 
-/// Each key's newest version; see the module docs for the invariant.
+/// One older version of a key: where it is stored and whether it is a delete marker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Older {
+    rev: Revision,
+    tombstone: bool,
+}
+
+/// Every stored version of one key.
+#[derive(Debug)]
+struct History {
+    newest: Newest,
+    /// The versions before `newest`, oldest first (no allocation for a key written once).
+    older: Vec<Older>,
+}
+
+impl History {
+    /// The version a read at revision `at` sees, if any version is that old.
+    fn at(&self, at: i64) -> Option<Found> {
+        if self.newest.rev.main <= at {
+            return Some(Found::Newest(self.newest));
+        }
+        // `older` is sorted by revision: the last one at or below `at`.
+        let i = self.older.partition_point(|o| o.rev.main <= at);
+        i.checked_sub(1).map(|i| {
+            let o = self.older[i];
+            Found::Older {
+                rev: o.rev,
+                tombstone: o.tombstone,
+            }
+        })
+    }
+}
+
+/// The version of a key a read sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// The key's newest version, with its metadata.
+    Newest(Newest),
+    /// An older version: only where it is stored and whether it is a delete marker.
+    Older { rev: Revision, tombstone: bool },
+}
+
+impl Found {
+    pub fn rev(&self) -> Revision {
+        match self {
+            Found::Newest(n) => n.rev,
+            Found::Older { rev, .. } => *rev,
+        }
+    }
+
+    pub fn tombstone(&self) -> bool {
+        match self {
+            Found::Newest(n) => n.tombstone,
+            Found::Older { tombstone, .. } => *tombstone,
+        }
+    }
+}
+
+/// Every key's versions; see the module docs for the invariant.
 #[derive(Default)]
 pub(crate) struct KeyIndex {
-    map: RwLock<HashMap<Box<[u8]>, Newest>>,
+    map: RwLock<BTreeMap<Box<[u8]>, History>>,
+}
+
+/// Builds a [`KeyIndex`] from the stored versions, given in revision order.
+#[derive(Default)]
+pub(crate) struct IndexBuilder {
+    map: BTreeMap<Box<[u8]>, History>,
+}
+
+impl IndexBuilder {
+    /// Adds a version; versions must come in increasing revision order.
+    pub fn add(&mut self, key: &[u8], rev: Revision, rec: &KvRecord) {
+        push(&mut self.map, key, Newest::of(rev, rec));
+    }
+}
+
+/// Makes `newest` the newest version of `key`.
+fn push(map: &mut BTreeMap<Box<[u8]>, History>, key: &[u8], newest: Newest) {
+    match map.get_mut(key) {
+        Some(h) => {
+            let old = std::mem::replace(&mut h.newest, newest);
+            h.older.push(Older {
+                rev: old.rev,
+                tombstone: old.tombstone,
+            });
+        }
+        None => {
+            map.insert(
+                key.into(),
+                History {
+                    newest,
+                    older: Vec::new(),
+                },
+            );
+        }
+    }
 }
 
 impl KeyIndex {
-    /// Replaces the contents with a scan of the `kv` column family (one pass over every
-    /// stored version): at open and after a snapshot was installed.
-    ///
-    /// # Errors
-    /// Storage errors or corrupt entries.
-    pub fn rebuild(&self, db: &DB, cf: &rocksdb::ColumnFamily) -> Result<()> {
-        let fresh = scan(db, cf)?;
-        *self.map.write() = fresh;
-        Ok(())
+    /// Replaces the contents with what `builder` gathered (at open and after a snapshot
+    /// was installed).
+    pub fn replace(&self, builder: IndexBuilder) {
+        *self.map.write() = builder.map;
     }
 
-    /// The newest version of `key`, if the key has any stored version.
-    pub fn get(&self, key: &[u8]) -> Option<Newest> {
-        self.map.read().get(key).copied()
+    /// The version of `key` a read at revision `at` sees, if the key had one by then.
+    pub fn at(&self, key: &[u8], at: i64) -> Option<Found> {
+        self.map.read().get(key).and_then(|h| h.at(at))
+    }
+
+    /// Up to `max` keys of `range` in key order, after `after` (exclusive) when given,
+    /// with the version a read at `at` sees — only keys live at `at` (a version that is
+    /// not a delete marker).
+    pub fn live_in(
+        &self,
+        range: &KeyRange,
+        at: i64,
+        after: Option<&[u8]>,
+        max: usize,
+    ) -> Vec<(Vec<u8>, Found)> {
+        let mut out = Vec::new();
+        if range.is_empty() || max == 0 {
+            return out;
+        }
+        let lower = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Included(range.start.as_slice()),
+        };
+        let upper = match (&range.end, range.single) {
+            (_, true) => Bound::Included(range.start.as_slice()),
+            (Some(e), false) => Bound::Excluded(e.as_slice()),
+            (None, false) => Bound::Unbounded,
+        };
+        // `range` panics on a start above the end (possible only with `after`).
+        if let (Bound::Excluded(a), Bound::Excluded(e) | Bound::Included(e)) = (lower, upper) {
+            if a >= e {
+                return out;
+            }
+        }
+        let map = self.map.read();
+        for (k, h) in map.range::<[u8], _>((lower, upper)) {
+            if let Some(found) = h.at(at) {
+                if !found.tombstone() {
+                    out.push((k.to_vec(), found));
+                    if out.len() == max {
+                        break;
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Records the changes of one request, already written to RocksDB.
@@ -126,21 +258,35 @@ impl KeyIndex {
                     lease: kv.lease,
                 }
             };
-            match map.get_mut(kv.key.as_slice()) {
-                Some(e) => *e = newest,
-                None => {
-                    map.insert(kv.key.clone().into_boxed_slice(), newest);
-                }
-            }
+            push(&mut map, &kv.key, newest);
         }
     }
 
-    /// Forgets `key` after compaction deleted its last version, the tombstone at `rev`;
-    /// a key written again since keeps its (newer) entry.
-    pub fn forget(&self, key: &[u8], rev: Revision) {
+    /// Forgets versions compaction deleted from RocksDB, given in revision order. A key
+    /// whose newest version goes (a delete marker at or below the compacted revision:
+    /// every older version goes with it) leaves the index.
+    pub fn forget(&self, removed: &[(Vec<u8>, Revision)]) {
+        if removed.is_empty() {
+            return;
+        }
+        // Grouped by key, each group still in revision order: one pass over each key's
+        // history however many of its versions go (a hot key loses thousands at once).
+        let mut removed: Vec<&(Vec<u8>, Revision)> = removed.iter().collect();
+        removed.sort_by(|a, b| a.0.cmp(&b.0));
         let mut map = self.map.write();
-        if map.get(key).is_some_and(|n| n.rev == rev && n.tombstone) {
-            map.remove(key);
+        for group in removed.chunk_by(|a, b| a.0 == b.0) {
+            let key = group[0].0.as_slice();
+            let Some(h) = map.get_mut(key) else { continue };
+            let revs: Vec<Revision> = group.iter().map(|(_, r)| *r).collect();
+            if revs.contains(&h.newest.rev) {
+                debug_assert!(
+                    h.older.iter().all(|o| revs.binary_search(&o.rev).is_ok()),
+                    "a newest version compacted before an older one"
+                );
+                map.remove(key);
+            } else {
+                h.older.retain(|o| revs.binary_search(&o.rev).is_err());
+            }
         }
     }
 
@@ -148,34 +294,4 @@ impl KeyIndex {
     pub fn len(&self) -> usize {
         self.map.read().len()
     }
-}
-
-/// Every key's newest version: the first entry of each key in the `kv` family, whose
-/// revision suffix sorts newest first.
-fn scan(db: &DB, cf: &rocksdb::ColumnFamily) -> Result<HashMap<Box<[u8]>, Newest>> {
-    let mut map = HashMap::new();
-    let mut it = db.raw_iterator_cf(cf);
-    it.seek_to_first();
-    // The encoded key (without revision) of the key whose newest version is recorded.
-    let mut current: Vec<u8> = Vec::new();
-    while let (Some(k), Some(v)) = (it.key(), it.value()) {
-        if k.len() < 18 {
-            return Err(StoreError::Corruption("kv key".into()));
-        }
-        let body = &k[..k.len() - 16];
-        if body != current.as_slice() {
-            let (user_key, suffix) =
-                key::decode(k).ok_or_else(|| StoreError::Corruption("kv key".into()))?;
-            let rev = Revision::from_desc_bytes(suffix)
-                .ok_or_else(|| StoreError::Corruption("kv key suffix".into()))?;
-            let rec =
-                KvRecord::decode(v).ok_or_else(|| StoreError::Corruption("kv record".into()))?;
-            map.insert(user_key.into_boxed_slice(), Newest::of(rev, &rec));
-            current.clear();
-            current.extend_from_slice(body);
-        }
-        it.next();
-    }
-    it.status()?;
-    Ok(map)
 }

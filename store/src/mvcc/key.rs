@@ -1,4 +1,5 @@
-//! Order-preserving encoding of user keys in the `kv` column family, and key ranges.
+//! Key ranges, and the order-preserving encoding of user keys in the `kv` column family,
+//! where Skiff kept versions before the `rev` family held them (read only to move them).
 //!
 //! ```text
 //! user key  "a\0b"     →  61 00 FF 62 00 01

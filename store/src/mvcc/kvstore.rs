@@ -1,6 +1,9 @@
 //! The read side of the MVCC store: ranges at a revision, single-key history, the
 //! change log that watchers catch up from, hashing, and background compaction.
 //!
+//! Every version is stored once, in the `rev` column family under its revision, and
+//! found through the in-memory [`KeyIndex`] (`docs/store-mvcc-by-revision.md`).
+//!
 //! Readers never block the writer: every read is pinned to a revision `R ≤ current`, and
 //! versions newer than `R` are skipped; a batch that is being written is invisible until
 //! [`KvStore::publish_revision`] moves `current` past it.
@@ -14,11 +17,15 @@ use skiff_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use skiff_proto::mvccpb::{event::EventType, Event, KeyValue};
 
 use crate::error::{Result, StoreError};
-use crate::mvcc::index::{KeyIndex, Newest};
+use crate::mvcc::index::{Found, IndexBuilder, KeyIndex, Newest};
 use crate::mvcc::key::{self, KeyRange};
-use crate::mvcc::record::KvRecord;
+use crate::mvcc::record::{self, KvRecord};
 use crate::mvcc::Revision;
 use crate::storage::schema::{self, CF_KV, CF_REV, CF_SM_META};
+
+/// Keys a range takes from the index at a time: the index's lock is held only while
+/// they are picked, never across RocksDB reads.
+const SCAN_CHUNK: usize = 256;
 
 /// A change as recorded at one revision, with the version it replaced.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,7 +40,7 @@ pub struct Change {
     pub prev_pending: bool,
 }
 
-/// MVCC key-value store over the `kv` and `rev` column families.
+/// MVCC key-value store over the `rev` column family and the key index.
 ///
 /// Cheap to share (`Arc`); one writer (the state machine) and many readers.
 pub struct KvStore {
@@ -42,7 +49,7 @@ pub struct KvStore {
     current: AtomicI64,
     /// Revisions at or below this are compacted (0 = none).
     compacted: AtomicI64,
-    /// Each key's newest version (see [`KeyIndex`] for why and its invariant).
+    /// Every key's versions (see [`KeyIndex`] for why and its invariant).
     index: KeyIndex,
 }
 
@@ -63,7 +70,8 @@ impl KvStore {
     }
 
     /// Re-reads the revisions from disk and rebuilds the key index (at open and after a
-    /// snapshot was installed).
+    /// snapshot was installed), first moving versions a data dir or snapshot of an older
+    /// Skiff keeps in the `kv` family into `rev`.
     ///
     /// # Errors
     /// Storage errors or corrupt metadata.
@@ -85,12 +93,70 @@ impl KvStore {
             .store(read(schema::sm_meta::REVISION)?.max(1), Ordering::SeqCst);
         self.compacted
             .store(read(schema::sm_meta::COMPACT)?, Ordering::SeqCst);
-        self.index.rebuild(&self.db, self.cf(CF_KV)?)
+        self.migrate_key_ordered_versions()?;
+        let mut builder = IndexBuilder::default();
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_REV)?);
+        it.seek_to_first();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let rev =
+                Revision::from_bytes(k).ok_or_else(|| StoreError::Corruption("rev key".into()))?;
+            let (key, rec) = record::split_version(v)
+                .and_then(|(key, rec)| Some((key, KvRecord::decode_without_value(rec)?)))
+                .ok_or_else(|| StoreError::Corruption(format!("version {rev}")))?;
+            builder.add(key, rev, &rec);
+            it.next();
+        }
+        it.status()?;
+        self.index.replace(builder);
+        Ok(())
+    }
+
+    /// Moves versions stored the way Skiff did before `rev` held them — in the `kv` family
+    /// keyed by key and revision, with `rev` holding only each revision's key — into
+    /// `rev`. In batches, each of which rewrites its versions' `rev` entries and deletes
+    /// their `kv` entries at once, so an interrupted migration resumes where it stopped:
+    /// a `rev` entry is in the old form exactly while its `kv` entry exists.
+    fn migrate_key_ordered_versions(&self) -> Result<()> {
+        let kv_cf = self.cf(CF_KV)?;
+        let rev_cf = self.cf(CF_REV)?;
+        let mut moved = 0u64;
+        // One iterator over the family as it was (an iterator reads a consistent view),
+        // while the batches delete from it.
+        let mut it = self.db.raw_iterator_cf(kv_cf);
+        it.seek_to_first();
+        let mut wb = WriteBatch::default();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let (key, suffix) =
+                key::decode(k).ok_or_else(|| StoreError::Corruption("kv key".into()))?;
+            let rev = Revision::from_desc_bytes(suffix)
+                .ok_or_else(|| StoreError::Corruption("kv key suffix".into()))?;
+            let rec =
+                KvRecord::decode(v).ok_or_else(|| StoreError::Corruption("kv record".into()))?;
+            wb.put_cf(rev_cf, rev.to_bytes(), record::encode_version(&key, &rec));
+            wb.delete_cf(kv_cf, k);
+            moved += 1;
+            if wb.len() >= 20_000 {
+                self.db.write(std::mem::take(&mut wb))?;
+            }
+            it.next();
+        }
+        it.status()?;
+        drop(it);
+        self.db.write(wb)?;
+        if moved > 0 {
+            self.db
+                .compact_range_cf(kv_cf, None::<&[u8]>, None::<&[u8]>);
+            tracing::info!(
+                versions = moved,
+                "moved stored versions from the kv family into rev"
+            );
+        }
+        Ok(())
     }
 
     /// Writes a request's batch (built by a [`WriteTxn`](super::WriteTxn), plus whatever
     /// else the caller adds) and records its `changes` in the key index. Every write to
-    /// the `kv` family goes through here; the caller publishes the revision after it.
+    /// the `rev` family goes through here; the caller publishes the revision after it.
     ///
     /// # Errors
     /// Storage errors (then nothing was written and the index is unchanged).
@@ -153,80 +219,75 @@ impl KvStore {
         if requested > current {
             return Err(StoreError::FutureRevision);
         }
+        self.still_readable(requested)?;
+        Ok(requested)
+    }
+
+    /// Fails a read pinned to `at` once a compaction passed it. Checked again after a
+    /// read: compaction deletes versions such a read may have needed while it ran
+    /// (whatever a read at or above the compacted revision needs stays), and the
+    /// compacted revision is raised before anything is deleted.
+    fn still_readable(&self, at: i64) -> Result<()> {
         let compacted = self.compact_revision();
-        if requested < compacted {
+        if at < compacted {
             return Err(StoreError::Compacted {
                 compact_revision: compacted,
             });
         }
-        Ok(requested)
+        Ok(())
     }
 
     /// The newest version of `key` at or below revision `at`, if any (tombstones included).
     ///
     /// # Errors
-    /// Storage errors or corrupt records.
+    /// [`StoreError::Compacted`] when a compaction passed `at` during the read; storage
+    /// errors or corrupt records.
     pub fn get_version(&self, key: &[u8], at: i64) -> Result<Option<(Revision, KvRecord)>> {
-        match self.get_version_meta(key, at)? {
-            None => Ok(None),
-            Some((rev, rec, true)) => Ok(Some((rev, rec))),
-            Some((rev, _, false)) => match self.get_exact(key, rev)? {
-                Some(found) => Ok(Some(found)),
-                // Compacted away under a reader pinned below the compaction: search for
-                // what is left, as a read without the index would.
-                None => self.search_version(key, at),
-            },
-        }
+        let found = match self.index.at(key, at) {
+            Some(f) if f.tombstone() => Some((f.rev(), Newest::tombstone_record())),
+            Some(f) => Some((f.rev(), self.load(f.rev(), at)?)),
+            None => None,
+        };
+        self.still_readable(at)?;
+        Ok(found)
     }
 
     /// [`KvStore::get_version`] without reading the value when the key index can answer:
     /// the record comes back with an empty value and `false` ("value not loaded") then.
-    /// Tombstones and versions found by searching come back whole, with `true`.
+    /// Tombstones and older versions come back whole, with `true`.
     ///
     /// # Errors
-    /// Storage errors or corrupt records.
+    /// As [`KvStore::get_version`].
     pub fn get_version_meta(
         &self,
         key: &[u8],
         at: i64,
     ) -> Result<Option<(Revision, KvRecord, bool)>> {
-        match self.index.get(key) {
-            // No stored version at all.
-            None => Ok(None),
-            Some(n) if n.rev.main <= at => {
-                if n.tombstone {
-                    Ok(Some((n.rev, Newest::tombstone_record(), true)))
-                } else {
-                    Ok(Some((n.rev, n.record_without_value(), false)))
-                }
-            }
-            Some(_) => Ok(self.search_version(key, at)?.map(|(r, rec)| (r, rec, true))),
+        let found = match self.index.at(key, at) {
+            None => None,
+            Some(f) if f.tombstone() => Some((f.rev(), Newest::tombstone_record(), true)),
+            Some(Found::Newest(n)) => Some((n.rev, n.record_without_value(), false)),
+            Some(Found::Older { rev, .. }) => Some((rev, self.load(rev, at)?, true)),
+        };
+        self.still_readable(at)?;
+        Ok(found)
+    }
+
+    /// Reads the version stored at `rev`, which the index listed for a read at `at`.
+    fn load(&self, rev: Revision, at: i64) -> Result<KvRecord> {
+        match self.db.get_pinned_cf(self.cf(CF_REV)?, rev.to_bytes())? {
+            Some(v) => decode_record(rev, &v),
+            None => Err(self.missing(rev, at)),
         }
     }
 
-    /// [`KvStore::get_version`] by searching the key's history in RocksDB.
-    pub(crate) fn search_version(
-        &self,
-        key: &[u8],
-        at: i64,
-    ) -> Result<Option<(Revision, KvRecord)>> {
-        let cf = self.cf(CF_KV)?;
-        let prefix = key::encode(key);
-        let mut seek = prefix.clone();
-        seek.extend_from_slice(&Revision::new(at, i64::MAX).to_desc_bytes());
-        let mut it = self.db.raw_iterator_cf(cf);
-        it.seek(&seek);
-        if let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if k.len() == prefix.len() + 16 && k.starts_with(&prefix) {
-                let rev = Revision::from_desc_bytes(&k[prefix.len()..])
-                    .ok_or_else(|| StoreError::Corruption("kv key suffix".into()))?;
-                let rec = KvRecord::decode(v)
-                    .ok_or_else(|| StoreError::Corruption("kv record".into()))?;
-                return Ok(Some((rev, rec)));
-            }
+    /// The error for a version the index listed but RocksDB no longer has: compacted
+    /// under a read pinned below the compaction, or else corruption.
+    fn missing(&self, rev: Revision, at: i64) -> StoreError {
+        match self.still_readable(at) {
+            Err(e) => e,
+            Ok(()) => StoreError::Corruption(format!("indexed version {rev} is not stored")),
         }
-        it.status()?;
-        Ok(None)
     }
 
     /// The live value of `key` at revision `at` as a `KeyValue` (None if absent/deleted).
@@ -241,64 +302,50 @@ impl KvStore {
     }
 
     /// Visits every live key in `range` as of revision `at`, in key order, until `f`
-    /// returns false. `f` gets the key, its revision and record.
+    /// returns false. `f` gets the key, its revision and record; with `values` false the
+    /// record's value may be left empty (read only where the index cannot give the rest).
     ///
     /// # Errors
-    /// Storage errors or corrupt records.
+    /// [`StoreError::Compacted`] when a compaction passed `at` during the read; storage
+    /// errors or corrupt records.
     pub fn scan(
         &self,
         range: &KeyRange,
         at: i64,
+        values: bool,
         mut f: impl FnMut(Vec<u8>, Revision, KvRecord) -> bool,
     ) -> Result<()> {
-        if range.is_empty() {
-            return Ok(());
-        }
-        if range.single {
-            if let Some((rev, rec)) = self.get_version(&range.start, at)? {
-                if !rec.tombstone {
-                    f(range.start.clone(), rev, rec);
+        let cf = self.cf(CF_REV)?;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let chunk = self.index.live_in(range, at, after.as_deref(), SCAN_CHUNK);
+            let full = chunk.len() == SCAN_CHUNK;
+            // The versions to read, in the chunk's order; the rest come from the index.
+            let wanted: Vec<[u8; 16]> = chunk
+                .iter()
+                .filter(|(_, found)| values || matches!(found, Found::Older { .. }))
+                .map(|(_, found)| found.rev().to_bytes())
+                .collect();
+            let mut loaded = self.db.batched_multi_get_cf(cf, &wanted, false).into_iter();
+            for (key, found) in chunk {
+                let rec = match found {
+                    Found::Newest(n) if !values => n.record_without_value(),
+                    _ => match loaded.next() {
+                        Some(Ok(Some(v))) => decode_record(found.rev(), &v)?,
+                        Some(Ok(None)) | None => return Err(self.missing(found.rev(), at)),
+                        Some(Err(e)) => return Err(e.into()),
+                    },
+                };
+                let rev = found.rev();
+                after = Some(key.clone());
+                if !f(key, rev, rec) {
+                    return self.still_readable(at);
                 }
             }
-            return Ok(());
-        }
-        let cf = self.cf(CF_KV)?;
-        let mut opts = ReadOptions::default();
-        if let Some(end) = &range.end {
-            opts.set_iterate_upper_bound(key::encode(end));
-        }
-        let mut it = self.db.raw_iterator_cf_opt(cf, opts);
-        it.seek(key::encode(&range.start));
-        // The user key whose versions we are skipping once its answer is known.
-        let mut done_with: Option<Vec<u8>> = None;
-        while let Some(k) = it.key() {
-            let (user_key, suffix) =
-                key::decode(k).ok_or_else(|| StoreError::Corruption("kv key".into()))?;
-            if done_with.as_deref() == Some(user_key.as_slice()) {
-                it.next();
-                continue;
+            if !full {
+                return self.still_readable(at);
             }
-            let rev = Revision::from_desc_bytes(suffix)
-                .ok_or_else(|| StoreError::Corruption("kv key".into()))?;
-            if rev.main > at {
-                // Newer than the read revision: jump to this key's newest version <= at.
-                // The target sorts strictly after the current entry (!at > !rev.main), so
-                // this always moves forward.
-                let mut seek = key::encode(&user_key);
-                seek.extend_from_slice(&Revision::new(at, i64::MAX).to_desc_bytes());
-                it.seek(&seek);
-                continue;
-            }
-            let rec = KvRecord::decode(it.value().unwrap_or_default())
-                .ok_or_else(|| StoreError::Corruption("kv record".into()))?;
-            if !rec.tombstone && !f(user_key.clone(), rev, rec) {
-                return Ok(());
-            }
-            done_with = Some(user_key);
-            it.next();
         }
-        it.status()?;
-        Ok(())
     }
 
     /// Serves a Range request (header left empty for the caller to fill).
@@ -317,14 +364,13 @@ impl KvStore {
         } else {
             usize::MAX
         };
-        self.scan(&range, at, |k, rev, rec| {
+        // Values only where the answer carries them or is sorted by them.
+        let values =
+            !req.count_only && (!req.keys_only || req.sort_target == SortTarget::Value as i32);
+        self.scan(&range, at, values, |k, rev, rec| {
             count += 1;
             if !req.count_only && (fetch_all || kvs.len() < limit) {
-                let mut kv = rec.to_kv(k, rev);
-                if req.keys_only {
-                    kv.value.clear();
-                }
-                kvs.push(kv);
+                kvs.push(rec.to_kv(k, rev));
             }
             true
         })?;
@@ -344,12 +390,7 @@ impl KvStore {
         limit: usize,
         with_prev: bool,
     ) -> Result<Vec<Change>> {
-        let compacted = self.compact_revision();
-        if from < compacted {
-            return Err(StoreError::Compacted {
-                compact_revision: compacted,
-            });
-        }
+        self.still_readable(from)?;
         let cf = self.cf(CF_REV)?;
         let mut opts = ReadOptions::default();
         opts.set_iterate_upper_bound(Revision::new(to.saturating_add(1), 0).to_bytes().to_vec());
@@ -362,12 +403,17 @@ impl KvStore {
             if out.len() >= limit && out.last().is_some_and(|c: &Change| c.rev.main != rev.main) {
                 break;
             }
-            let user_key = v.to_vec();
-            let (_, rec) = self
-                .get_exact(&user_key, rev)?
-                .ok_or_else(|| StoreError::Corruption(format!("rev {rev} without kv entry")))?;
+            let (user_key, rec) = record::decode_version(v)
+                .ok_or_else(|| StoreError::Corruption(format!("version {rev}")))?;
+            let user_key = user_key.to_vec();
             let prev = if with_prev {
-                self.get(&user_key, rev.main - 1)?
+                match self.get(&user_key, rev.main - 1) {
+                    Ok(prev) => prev,
+                    // The version before a change at the compacted revision is gone; etcd
+                    // leaves such an event's prev_kv out too.
+                    Err(StoreError::Compacted { .. }) => None,
+                    Err(e) => return Err(e),
+                }
             } else {
                 None
             };
@@ -379,20 +425,9 @@ impl KvStore {
             it.next();
         }
         it.status()?;
+        // A compaction that passed `from` meanwhile may have removed changes in between.
+        self.still_readable(from)?;
         Ok(out)
-    }
-
-    fn get_exact(&self, key: &[u8], rev: Revision) -> Result<Option<(Revision, KvRecord)>> {
-        let cf = self.cf(CF_KV)?;
-        let mut k = key::encode(key);
-        k.extend_from_slice(&rev.to_desc_bytes());
-        match self.db.get_pinned_cf(cf, &k)? {
-            None => Ok(None),
-            Some(v) => Ok(Some((
-                rev,
-                KvRecord::decode(&v).ok_or_else(|| StoreError::Corruption("kv record".into()))?,
-            ))),
-        }
     }
 
     /// A hash of the logical key-value state at revision `at` (every live key with its
@@ -404,17 +439,22 @@ impl KvStore {
     pub fn hash_kv(&self, at: i64) -> Result<(u32, i64)> {
         let at = self.read_revision(at)?;
         let mut h = crc32fast::Hasher::new();
-        self.scan(&KeyRange::from_request(b"", b"\0"), at, |k, rev, rec| {
-            h.update(&(k.len() as u64).to_be_bytes());
-            h.update(&k);
-            h.update(&rev.main.to_be_bytes());
-            h.update(&rec.create_revision.to_be_bytes());
-            h.update(&rec.version.to_be_bytes());
-            h.update(&rec.lease.to_be_bytes());
-            h.update(&(rec.value.len() as u64).to_be_bytes());
-            h.update(&rec.value);
-            true
-        })?;
+        self.scan(
+            &KeyRange::from_request(b"", b"\0"),
+            at,
+            true,
+            |k, rev, rec| {
+                h.update(&(k.len() as u64).to_be_bytes());
+                h.update(&k);
+                h.update(&rev.main.to_be_bytes());
+                h.update(&rec.create_revision.to_be_bytes());
+                h.update(&rec.version.to_be_bytes());
+                h.update(&rec.lease.to_be_bytes());
+                h.update(&(rec.value.len() as u64).to_be_bytes());
+                h.update(&rec.value);
+                true
+            },
+        )?;
         Ok((h.finalize(), at))
     }
 
@@ -431,7 +471,6 @@ impl KvStore {
         batch: usize,
     ) -> Result<Option<Revision>> {
         let rev_cf = self.cf(CF_REV)?;
-        let kv_cf = self.cf(CF_KV)?;
         let mut opts = ReadOptions::default();
         opts.set_iterate_upper_bound(
             Revision::new(compact_rev.saturating_add(1), 0)
@@ -443,8 +482,8 @@ impl KvStore {
         let mut wb = WriteBatch::default();
         let mut n = 0;
         let mut next = None;
-        // Keys whose last version (a tombstone) this step deletes.
-        let mut gone: Vec<(Vec<u8>, Revision)> = Vec::new();
+        // The versions this step deletes, in revision order, for the index.
+        let mut removed: Vec<(Vec<u8>, Revision)> = Vec::new();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             let rev =
                 Revision::from_bytes(k).ok_or_else(|| StoreError::Corruption("rev key".into()))?;
@@ -459,52 +498,69 @@ impl KvStore {
                 it.next();
                 continue;
             }
-            let user_key = v.to_vec();
-            // Keep the newest version at or below compact_rev unless it is a delete. A
-            // kept version keeps its change-log entry too, so that a later compaction,
-            // after the key was overwritten or deleted, finds it and removes it.
-            let (keep, last) = match self.get_version_meta(&user_key, compact_rev)? {
-                Some((newest, rec, _)) => (newest == rev && !rec.tombstone, newest == rev),
-                None => (false, false),
-            };
+            let (user_key, _) = record::split_version(v)
+                .ok_or_else(|| StoreError::Corruption(format!("version {rev}")))?;
+            // Keep the newest version at or below compact_rev unless it is a delete.
+            let keep = self
+                .index
+                .at(user_key, compact_rev)
+                .is_some_and(|f| f.rev() == rev && !f.tombstone());
             if !keep {
                 wb.delete_cf(rev_cf, k);
-                let mut kk = key::encode(&user_key);
-                kk.extend_from_slice(&rev.to_desc_bytes());
-                wb.delete_cf(kv_cf, kk);
-                if last {
-                    // The newest version at compact_rev is this tombstone: every older
-                    // version goes too, so the key is gone unless written since.
-                    gone.push((user_key, rev));
-                }
+                removed.push((user_key.to_vec(), rev));
             }
             it.next();
         }
         it.status()?;
         self.db.write(wb)?;
-        for (k, rev) in gone {
-            self.index.forget(&k, rev);
-        }
+        self.index.forget(&removed);
         Ok(next)
     }
 
-    /// The full history of the store as a flat iterator over the kv family, for tests.
+    /// Every stored version, ordered by key then newest first, for tests.
     #[cfg(test)]
     pub(crate) fn dump(&self) -> Vec<(Vec<u8>, Revision, KvRecord)> {
-        let cf = self.cf(CF_KV).unwrap();
-        self.db
+        let cf = self.cf(CF_REV).unwrap();
+        let mut all: Vec<(Vec<u8>, Revision, KvRecord)> = self
+            .db
             .iterator_cf(cf, rocksdb::IteratorMode::Start)
             .map(|r| {
                 let (k, v) = r.unwrap();
-                let (uk, s) = key::decode(&k).unwrap();
-                (
-                    uk,
-                    Revision::from_desc_bytes(s).unwrap(),
-                    KvRecord::decode(&v).unwrap(),
-                )
+                let (key, rec) = record::decode_version(&v).unwrap();
+                (key.to_vec(), Revision::from_bytes(&k).unwrap(), rec)
             })
-            .collect()
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        all
     }
+
+    /// [`KvStore::get_version`] by searching every stored version, without the index,
+    /// for tests.
+    #[cfg(test)]
+    pub(crate) fn search_version(
+        &self,
+        key: &[u8],
+        at: i64,
+    ) -> Result<Option<(Revision, KvRecord)>> {
+        Ok(self
+            .dump()
+            .into_iter()
+            .find(|(k, rev, _)| k == key && rev.main <= at)
+            .map(|(_, rev, rec)| {
+                if rec.tombstone {
+                    (rev, Newest::tombstone_record())
+                } else {
+                    (rev, rec)
+                }
+            }))
+    }
+}
+
+/// Parses the version stored at `rev` and returns its record.
+fn decode_record(rev: Revision, v: &[u8]) -> Result<KvRecord> {
+    record::decode_version(v)
+        .map(|(_, rec)| rec)
+        .ok_or_else(|| StoreError::Corruption(format!("version {rev}")))
 }
 
 /// Whether a range must collect every match before limiting (sorting or filtering).
@@ -530,7 +586,7 @@ fn effective_sort_order(req: &RangeRequest) -> SortOrder {
 }
 
 /// Applies etcd's post-processing to the matches of a range: revision filters, sort,
-/// limit, `more` and `count`.
+/// limit, `more`, `count` and `keys_only`.
 pub(crate) fn finish_range(
     req: &RangeRequest,
     mut kvs: Vec<KeyValue>,
@@ -570,6 +626,12 @@ pub(crate) fn finish_range(
     }
     if req.count_only {
         kvs.clear();
+    }
+    // After sorting: etcd sorts by value even when it leaves values out.
+    if req.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
     }
     RangeResponse {
         header: None,

@@ -2,9 +2,10 @@
 //!
 //! # Layout
 //! - [`revision`]: `Revision { main, sub }` and its byte encodings.
-//! - [`key`]: the order-preserving key encoding and etcd key ranges.
+//! - [`key`]: etcd key ranges, and the key encoding of the former `kv` layout.
 //! - [`record`]: the stored form of one key version.
-//! - [`index`]: each key's newest version, in memory.
+//! - [`index`]: every key's versions in key order, in memory (versions are stored by
+//!   revision).
 //! - [`kvstore`]: reads at a revision, the change log, hashing, compaction.
 //! - [`txn`]: applying one modifying request (Put, DeleteRange, Txn, lease revoke).
 //! - [`validate`]: request checks done before a request is proposed.

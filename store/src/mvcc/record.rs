@@ -1,6 +1,9 @@
-//! The value stored for each key version in the `kv` column family.
+//! The value stored for each key version in the `rev` column family: the key, then
+//! its record.
 //!
 //! ```text
+//! version    u32 BE key length ‖ key ‖ record
+//! record:
 //! byte 0     flags: 0 = put, 1 = tombstone (a delete)
 //! 1..9       create_revision  i64 BE   (0 for a tombstone)
 //! 9..17      version          i64 BE   (0 for a tombstone)
@@ -32,12 +35,22 @@ impl KvRecord {
     /// Serialises the record.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(HEADER + self.value.len());
+        self.encode_into(&mut b);
+        b
+    }
+
+    fn encode_into(&self, b: &mut Vec<u8>) {
         b.push(u8::from(self.tombstone));
         b.extend_from_slice(&self.create_revision.to_be_bytes());
         b.extend_from_slice(&self.version.to_be_bytes());
         b.extend_from_slice(&self.lease.to_be_bytes());
         b.extend_from_slice(&self.value);
-        b
+    }
+
+    /// Parses a record without copying its value (left empty); `None` if the bytes are
+    /// not a record.
+    pub fn decode_without_value(b: &[u8]) -> Option<Self> {
+        Self::decode(b.get(..HEADER)?)
     }
 
     /// Parses a record; `None` if the bytes are not one.
@@ -68,6 +81,30 @@ impl KvRecord {
     }
 }
 
+/// Serialises a stored version: `key` and its record.
+pub fn encode_version(key: &[u8], rec: &KvRecord) -> Vec<u8> {
+    let mut b = Vec::with_capacity(4 + key.len() + HEADER + rec.value.len());
+    // etcd's key size limit (1.5 MiB of request) keeps every key far below 4 GiB.
+    b.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    b.extend_from_slice(key);
+    rec.encode_into(&mut b);
+    b
+}
+
+/// Splits a stored version into its key and its (still encoded) record; `None` if the
+/// bytes are not a version.
+pub fn split_version(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
+    let key = b.get(4..4usize.checked_add(len)?)?;
+    Some((key, &b[4 + len..]))
+}
+
+/// Parses a stored version into its key and record; `None` if the bytes are not one.
+pub fn decode_version(b: &[u8]) -> Option<(&[u8], KvRecord)> {
+    let (key, rec) = split_version(b)?;
+    Some((key, KvRecord::decode(rec)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,8 +118,15 @@ mod tests {
             lease: 7,
             value: b"v".to_vec(),
         };
-        assert_eq!(KvRecord::decode(&r.encode()), Some(r));
+        assert_eq!(KvRecord::decode(&r.encode()), Some(r.clone()));
         assert_eq!(KvRecord::decode(&[9; 30]), None);
         assert_eq!(KvRecord::decode(&[0; 3]), None);
+        let v = encode_version(b"k\0ey", &r);
+        assert_eq!(decode_version(&v), Some((&b"k\0ey"[..], r.clone())));
+        let (k, rec) = split_version(&v).unwrap();
+        let meta = KvRecord::decode_without_value(rec).unwrap();
+        assert_eq!((k, meta.lease, meta.value.len()), (&b"k\0ey"[..], 7, 0));
+        assert_eq!(split_version(&[0, 0, 0, 9, 1]), None);
+        assert_eq!(decode_version(&v[..v.len() - 2]), None);
     }
 }

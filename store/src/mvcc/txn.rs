@@ -22,11 +22,11 @@ use skiff_proto::etcdserverpb::{
 use skiff_proto::mvccpb::KeyValue;
 
 use crate::error::{Result, StoreError};
-use crate::mvcc::key::{self, KeyRange};
+use crate::mvcc::key::KeyRange;
 use crate::mvcc::kvstore::{finish_range, make_event, needs_full_fetch, Change, KvStore};
-use crate::mvcc::record::KvRecord;
+use crate::mvcc::record::{self, KvRecord};
 use crate::mvcc::Revision;
-use crate::storage::schema::{self, CF_KV, CF_LEASE_KEY, CF_REV};
+use crate::storage::schema::{self, CF_LEASE_KEY, CF_REV};
 
 /// The newest state of each key written by earlier requests of the same write group
 /// (tombstones included), not yet in the store.
@@ -170,7 +170,7 @@ impl<'a> WriteTxn<'a> {
     /// Live keys in `range` as of now (store at base, overlaid by this request's writes).
     fn live_in(&self, range: &KeyRange) -> Result<Vec<KeyValue>> {
         let mut found: BTreeMap<Vec<u8>, KeyValue> = BTreeMap::new();
-        self.kv.scan(range, self.read_at, |k, rev, rec| {
+        self.kv.scan(range, self.read_at, true, |k, rev, rec| {
             found.insert(k.clone(), rec.to_kv(k, rev));
             true
         })?;
@@ -200,13 +200,10 @@ impl<'a> WriteTxn<'a> {
     ) -> Result<()> {
         let rev = Revision::new(self.main(), self.sub);
         self.sub += 1;
-        let kv_cf = self.kv.cf(CF_KV)?;
         let rev_cf = self.kv.cf(CF_REV)?;
         let lk_cf = self.kv.cf(CF_LEASE_KEY)?;
-        let mut k = key::encode(key);
-        k.extend_from_slice(&rev.to_desc_bytes());
-        self.batch.put_cf(kv_cf, k, rec.encode());
-        self.batch.put_cf(rev_cf, rev.to_bytes(), key);
+        self.batch
+            .put_cf(rev_cf, rev.to_bytes(), record::encode_version(key, &rec));
         let old_lease = prev.as_ref().map_or(0, |p| p.lease);
         if old_lease != 0 && old_lease != rec.lease {
             self.batch
@@ -327,11 +324,6 @@ impl<'a> WriteTxn<'a> {
         if !needs_full_fetch(req) && req.limit > 0 {
             kvs.truncate(req.limit as usize);
         }
-        if req.keys_only {
-            for kv in &mut kvs {
-                kv.value.clear();
-            }
-        }
         Ok(finish_range(req, kvs, count))
     }
 
@@ -442,6 +434,7 @@ fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> Result<bool>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mvcc::index::Newest;
     use crate::storage::open_db;
     use skiff_proto::etcdserverpb::{compare, RequestOp};
 
@@ -717,6 +710,16 @@ mod tests {
                 compact_revision: 6
             })
         );
+        // A read pinned below the compaction before it ran is told so, never answered
+        // from what is left.
+        assert!(matches!(
+            f.kv.scan(&KeyRange::from_request(b"a", b"z"), 5, true, |_, _, _| true),
+            Err(StoreError::Compacted { .. })
+        ));
+        assert!(matches!(
+            f.kv.get_version(b"b", 4),
+            Err(StoreError::Compacted { .. })
+        ));
         // Physically: a@3 (newest at 6), the change at exactly 6 (c@6), and everything
         // after 6 remain; a@2, b@4 and b's tombstone at 5 are gone.
         let left: Vec<(Vec<u8>, i64)> =
@@ -737,6 +740,12 @@ mod tests {
         ));
         // A watch may still start at exactly the compact revision.
         assert_eq!(f.kv.changes(6, 8, 100, false).unwrap().len(), 3);
+        // With previous values: the one before a change at 6 is compacted, so left out
+        // (as etcd does); a@8's previous version (a@3) is still there.
+        let ch = f.kv.changes(6, 8, 100, true).unwrap();
+        assert_eq!(ch.len(), 3);
+        assert!(ch[0].event.prev_kv.is_none());
+        assert_eq!(ch[2].event.prev_kv.as_ref().unwrap().value, b"2");
     }
 
     /// The key index must answer exactly as a search of the stored history does, through
@@ -764,7 +773,7 @@ mod tests {
                     );
                 }
             }
-            // A scan (which does not use the index) sees the same live keys.
+            // A range sees the same live keys as single-key reads.
             for at in lo..=hi {
                 let scanned: Vec<Vec<u8>> = kv
                     .range(&RangeRequest {
@@ -857,6 +866,87 @@ mod tests {
         let reopened = KvStore::open(f.kv.db().clone()).unwrap();
         assert_eq!(reopened.indexed_keys(), f.kv.indexed_keys());
         check(&reopened);
+    }
+
+    /// A data dir written when versions lived in the `kv` family (keyed by key, the `rev`
+    /// family naming only each revision's key) reads the same after opening: its versions
+    /// move into `rev`, also after an interrupted move.
+    #[test]
+    fn versions_in_the_former_kv_layout_are_moved_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        let (kv_cf, rev_cf, meta_cf) = (
+            db.cf_handle(schema::CF_KV).unwrap(),
+            db.cf_handle(CF_REV).unwrap(),
+            db.cf_handle(schema::CF_SM_META).unwrap(),
+        );
+        let rec = |v: &str, create, version| KvRecord {
+            tombstone: false,
+            create_revision: create,
+            version,
+            lease: 0,
+            value: v.as_bytes().to_vec(),
+        };
+        // a@2 "1", a@3 "2", b\0@4 "x", then b\0 deleted at 5.
+        let versions = [
+            ("a", Revision::new(2, 0), rec("1", 2, 1)),
+            ("a", Revision::new(3, 0), rec("2", 2, 2)),
+            ("b\0", Revision::new(4, 0), rec("x", 4, 1)),
+            ("b\0", Revision::new(5, 0), Newest::tombstone_record()),
+        ];
+        let mut wb = WriteBatch::default();
+        for (k, rev, r) in &versions {
+            let mut kk = crate::mvcc::key::encode(k.as_bytes());
+            kk.extend_from_slice(&rev.to_desc_bytes());
+            wb.put_cf(kv_cf, kk, r.encode());
+            wb.put_cf(rev_cf, rev.to_bytes(), k.as_bytes());
+        }
+        // An interrupted move: b's delete at 5 already moved.
+        let mut kk = crate::mvcc::key::encode(b"b\0");
+        kk.extend_from_slice(&Revision::new(5, 0).to_desc_bytes());
+        wb.delete_cf(kv_cf, kk);
+        wb.put_cf(
+            rev_cf,
+            Revision::new(5, 0).to_bytes(),
+            record::encode_version(b"b\0", &Newest::tombstone_record()),
+        );
+        wb.put_cf(meta_cf, schema::sm_meta::REVISION, 5i64.to_be_bytes());
+        db.write(wb).unwrap();
+
+        let kv = KvStore::open(db.clone()).unwrap();
+        assert_eq!(kv.current_revision(), 5);
+        assert_eq!(
+            get(&kv, "a", 0).unwrap(),
+            vec![("a".into(), "2".into(), 2, 3, 2)]
+        );
+        assert_eq!(
+            get(&kv, "a", 2).unwrap(),
+            vec![("a".into(), "1".into(), 2, 2, 1)]
+        );
+        assert_eq!(
+            get(&kv, "b\0", 4).unwrap(),
+            vec![("b\0".into(), "x".into(), 4, 4, 1)]
+        );
+        assert!(get(&kv, "b\0", 5).unwrap().is_empty());
+        assert_eq!(kv.changes(2, 5, 100, false).unwrap().len(), 4);
+        let stored: Vec<(Vec<u8>, Revision, KvRecord)> = versions
+            .iter()
+            .rev()
+            .map(|(k, rev, r)| (k.as_bytes().to_vec(), *rev, r.clone()))
+            .collect();
+        let mut expected = stored;
+        expected.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        assert_eq!(kv.dump(), expected);
+        assert!(db
+            .iterator_cf(kv_cf, rocksdb::IteratorMode::Start)
+            .next()
+            .is_none());
+        // Writing on top continues the history.
+        assert_eq!(put(&kv, "a", "3"), 6);
+        assert_eq!(
+            get(&kv, "a", 0).unwrap(),
+            vec![("a".into(), "3".into(), 2, 6, 3)]
+        );
     }
 
     #[test]

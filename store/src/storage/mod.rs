@@ -38,7 +38,7 @@ pub fn open_db(path: &Path) -> Result<Arc<DB>> {
         .iter()
         .map(|name| {
             let wb = match *name {
-                schema::CF_KV | schema::CF_RAFT_LOG => 16 << 20,
+                schema::CF_REV | schema::CF_RAFT_LOG => 16 << 20,
                 _ => 4 << 20,
             };
             ColumnFamilyDescriptor::new(*name, cf_opts(wb))

@@ -12,8 +12,9 @@
 //! raft_log        index: u64 BE                          bincode(openraft Entry)
 //! raft_meta       "vote" | "purged" | "committed" |      bincode(Vote | LogId | LogId |
 //!                 "member_id"                            (member id, cluster id))
-//! kv              memkey(user key) ‖ !main ‖ !sub         KvRecord (see mvcc::record)
-//! rev             main: u64 BE ‖ sub: u64 BE              user key (raw)
+//! kv              (empty; see below)
+//! rev             main: u64 BE ‖ sub: u64 BE              key length ‖ key ‖ KvRecord
+//!                                                        (see mvcc::record)
 //! lease           lease id: i64 BE                       LeaseRecord (bincode)
 //! lease_key       lease id: i64 BE ‖ user key (raw)      empty
 //! sm_meta         "applied" | "applied_sub" |             bincode(...)
@@ -21,21 +22,22 @@
 //!                 "compact" | "alarms" | "members"
 //! ```
 //!
-//! `memkey` is an order-preserving escape of the user key (0x00 → 0x00 0xFF, then the
-//! terminator 0x00 0x01), so `memkey(a) ‖ suffix < memkey(b) ‖ suffix'` exactly when
-//! `a < b`, whatever the suffixes — keys that are prefixes of one another never
-//! interleave. Revisions in `kv` are stored bit-inverted (`!main`, `!sub`, big-endian)
-//! so that a key's newest revision comes first: "value of K at revision R" is one seek to
-//! `memkey(K) ‖ !R ‖ !u64::MAX`. The `rev` family orders every change by revision; watch
-//! catch-up and compaction walk it.
+//! Every version of every key lives in `rev` under its revision, so writes append at
+//! the end of the family and watch catch-up and compaction read it in order; the
+//! in-memory key index (`mvcc::index`) finds a key's versions
+//! (`docs/store-mvcc-by-revision.md`). `kv` is where Skiff kept versions before, keyed by
+//! `memkey(user key) ‖ !main ‖ !sub` (`mvcc::key`): opening a data dir, or installing a
+//! snapshot, that still has entries there moves them into `rev`. It stays in the list of
+//! families (and of what a snapshot carries) so that such snapshots still load.
 
 /// Raft log entries of older data dirs (moved into `member/wal/` at start).
 pub const CF_RAFT_LOG: &str = "raft_log";
 /// Raft vote, last purged log id, committed log id.
 pub const CF_RAFT_META: &str = "raft_meta";
-/// MVCC key-value versions, keyed by user key then descending revision.
+/// Where older Skiff versions kept MVCC versions (key, then descending revision); empty
+/// once a data dir was opened by this one.
 pub const CF_KV: &str = "kv";
-/// MVCC change log: revision → user key.
+/// MVCC versions by revision: revision → key and record.
 pub const CF_REV: &str = "rev";
 /// Leases granted and not revoked.
 pub const CF_LEASE: &str = "lease";
