@@ -315,29 +315,51 @@ impl KvStore {
         values: bool,
         mut f: impl FnMut(Vec<u8>, Revision, KvRecord) -> bool,
     ) -> Result<()> {
+        self.scan_first(range, at, values, usize::MAX, |k, rev, rec| match rec {
+            Some(rec) => f(k, rev, rec),
+            // Not reached: every key gets its record.
+            None => true,
+        })
+    }
+
+    /// [`KvStore::scan`] that reads records for the first `records` keys only: past them
+    /// `f` gets `None` and nothing is read for the key (a count, or the keys after a
+    /// limit).
+    fn scan_first(
+        &self,
+        range: &KeyRange,
+        at: i64,
+        values: bool,
+        records: usize,
+        mut f: impl FnMut(Vec<u8>, Revision, Option<KvRecord>) -> bool,
+    ) -> Result<()> {
         let cf = self.cf(CF_REV)?;
         let mut after: Option<Vec<u8>> = None;
+        let mut seen = 0usize;
         loop {
             let chunk = self.index.live_in(range, at, after.as_deref(), SCAN_CHUNK);
             let full = chunk.len() == SCAN_CHUNK;
+            let with_record = records.saturating_sub(seen).min(chunk.len());
             // The versions to read, in the chunk's order; the rest come from the index.
-            let wanted: Vec<[u8; 16]> = chunk
+            let wanted: Vec<[u8; 16]> = chunk[..with_record]
                 .iter()
                 .filter(|(_, found)| values || matches!(found, Found::Older { .. }))
                 .map(|(_, found)| found.rev().to_bytes())
                 .collect();
             let mut loaded = self.db.batched_multi_get_cf(cf, &wanted, false).into_iter();
-            for (key, found) in chunk {
+            for (i, (key, found)) in chunk.into_iter().enumerate() {
                 let rec = match found {
-                    Found::Newest(n) if !values => n.record_without_value(),
+                    _ if i >= with_record => None,
+                    Found::Newest(n) if !values => Some(n.record_without_value()),
                     _ => match loaded.next() {
-                        Some(Ok(Some(v))) => decode_record(found.rev(), &v)?,
+                        Some(Ok(Some(v))) => Some(decode_record(found.rev(), &v)?),
                         Some(Ok(None)) | None => return Err(self.missing(found.rev(), at)),
                         Some(Err(e)) => return Err(e.into()),
                     },
                 };
                 let rev = found.rev();
                 after = Some(key.clone());
+                seen += 1;
                 if !f(key, rev, rec) {
                     return self.still_readable(at);
                 }
@@ -367,9 +389,16 @@ impl KvStore {
         // Values only where the answer carries them or is sorted by them.
         let values =
             !req.count_only && (!req.keys_only || req.sort_target == SortTarget::Value as i32);
-        self.scan(&range, at, values, |k, rev, rec| {
+        // Records for what the answer carries: none for a count, else every match when
+        // they are sorted or filtered before the limit, else the first `limit`.
+        let records = match (req.count_only, fetch_all) {
+            (true, _) => 0,
+            (false, true) => usize::MAX,
+            (false, false) => limit,
+        };
+        self.scan_first(&range, at, values, records, |k, rev, rec| {
             count += 1;
-            if !req.count_only && (fetch_all || kvs.len() < limit) {
+            if let Some(rec) = rec {
                 kvs.push(rec.to_kv(k, rev));
             }
             true

@@ -617,6 +617,93 @@ mod tests {
         assert!(r.kvs[0].value.is_empty());
     }
 
+    /// Ranges over more keys than the index hands out at a time, at the current and at an
+    /// older revision, with limits, counts, keys_only and sorting by the values it omits.
+    #[test]
+    fn ranges_across_index_chunks_and_revisions() {
+        let f = fixture();
+        let key = |i: usize| format!("k{i:03}");
+        for i in 0..600 {
+            put(&f.kv, &key(i), &format!("a{i}"));
+        }
+        let before = f.kv.current_revision();
+        for i in 0..300 {
+            put(&f.kv, &key(i), &format!("b{i}"));
+        }
+        for i in 500..550 {
+            apply(&f.kv, |t| t.delete_key(key(i).as_bytes())).unwrap();
+        }
+        let range = |revision, limit, keys_only, count_only, sort: Option<(i32, i32)>| {
+            let (order, target) = sort.unwrap_or((0, 0));
+            f.kv.range(&RangeRequest {
+                key: b"k".to_vec(),
+                range_end: b"l".to_vec(),
+                revision,
+                limit,
+                keys_only,
+                count_only,
+                sort_order: order,
+                sort_target: target,
+                ..Default::default()
+            })
+            .unwrap()
+            .0
+        };
+        // At the older revision: the first versions, 300 of 600 returned.
+        let r = range(before, 300, false, false, None);
+        assert_eq!((r.kvs.len(), r.count, r.more), (300, 600, true));
+        for (i, kv) in r.kvs.iter().enumerate() {
+            assert_eq!(
+                (
+                    kv.key.clone(),
+                    kv.value.clone(),
+                    kv.mod_revision,
+                    kv.version
+                ),
+                (
+                    key(i).into_bytes(),
+                    format!("a{i}").into_bytes(),
+                    i as i64 + 2,
+                    1
+                )
+            );
+        }
+        // keys_only at the older revision: metadata of the older versions, no values.
+        let r = range(before, 0, true, false, None);
+        assert_eq!((r.kvs.len(), r.count), (600, 600));
+        assert!(r
+            .kvs
+            .iter()
+            .all(|kv| kv.value.is_empty() && kv.version == 1));
+        assert_eq!(r.kvs[299].mod_revision, 301);
+        // Now: 550 live keys, the first 300 in their second version.
+        let r = range(0, 0, false, false, None);
+        assert_eq!((r.kvs.len(), r.count, r.more), (550, 550, false));
+        assert_eq!(
+            (
+                r.kvs[0].value.clone(),
+                r.kvs[0].version,
+                r.kvs[0].create_revision
+            ),
+            (b"b0".to_vec(), 2, 2)
+        );
+        assert_eq!(r.kvs[500].key, key(550).into_bytes());
+        assert_eq!(range(0, 0, false, true, None).count, 550);
+        assert_eq!(range(before, 0, false, true, None).count, 600);
+        // Sorted by value (descending) with keys_only: sorted by the values, then without.
+        let r = range(0, 3, true, false, Some((2, 4)));
+        let keys: Vec<Vec<u8>> = r.kvs.iter().map(|kv| kv.key.clone()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                key(99).into_bytes(),
+                key(98).into_bytes(),
+                key(97).into_bytes()
+            ]
+        );
+        assert!(r.kvs.iter().all(|kv| kv.value.is_empty()));
+    }
+
     #[test]
     fn txn_compares_and_sees_its_own_writes() {
         let f = fixture();
