@@ -1270,7 +1270,6 @@ impl ReadBarrier {
     }
 }
 
-/// Serves ReadIndex rounds: takes every queued read, runs one round for all of them.
 /// `(term, last log index)` if the saved vote makes this member the leader of its term on
 /// start (openraft resumes leadership without an election then).
 async fn restarted_leader(log_store: &mut LogStore, id: NodeId) -> Result<Option<(u64, u64)>> {
@@ -1290,6 +1289,7 @@ async fn restarted_leader(log_store: &mut LogStore, id: NodeId) -> Result<Option
     })
 }
 
+/// Serves ReadIndex rounds: takes every queued read, runs one round for all of them.
 async fn read_barrier_loop(member: Arc<Member>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let Some(mut rx) = member.read_barrier.rx.lock().take() else {
         return;

@@ -80,9 +80,9 @@ impl Newest {
 
 /// One older version of a key: where it is stored and whether it is a delete marker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Older {
-    rev: Revision,
-    tombstone: bool,
+pub(crate) struct Older {
+    pub rev: Revision,
+    pub tombstone: bool,
 }
 
 /// Every stored version of one key.
@@ -101,13 +101,7 @@ impl History {
         }
         // `older` is sorted by revision: the last one at or below `at`.
         let i = self.older.partition_point(|o| o.rev.main <= at);
-        i.checked_sub(1).map(|i| {
-            let o = self.older[i];
-            Found::Older {
-                rev: o.rev,
-                tombstone: o.tombstone,
-            }
-        })
+        i.checked_sub(1).map(|i| Found::Older(self.older[i]))
     }
 }
 
@@ -117,21 +111,21 @@ pub(crate) enum Found {
     /// The key's newest version, with its metadata.
     Newest(Newest),
     /// An older version: only where it is stored and whether it is a delete marker.
-    Older { rev: Revision, tombstone: bool },
+    Older(Older),
 }
 
 impl Found {
     pub fn rev(&self) -> Revision {
         match self {
             Found::Newest(n) => n.rev,
-            Found::Older { rev, .. } => *rev,
+            Found::Older(o) => o.rev,
         }
     }
 
     pub fn tombstone(&self) -> bool {
         match self {
             Found::Newest(n) => n.tombstone,
-            Found::Older { tombstone, .. } => *tombstone,
+            Found::Older(o) => o.tombstone,
         }
     }
 }

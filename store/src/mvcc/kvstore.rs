@@ -142,7 +142,9 @@ impl KvStore {
         }
         it.status()?;
         drop(it);
-        self.db.write(wb)?;
+        if !wb.is_empty() {
+            self.db.write(wb)?;
+        }
         if moved > 0 {
             self.db
                 .compact_range_cf(kv_cf, None::<&[u8]>, None::<&[u8]>);
@@ -267,7 +269,7 @@ impl KvStore {
             None => None,
             Some(f) if f.tombstone() => Some((f.rev(), Newest::tombstone_record(), true)),
             Some(Found::Newest(n)) => Some((n.rev, n.record_without_value(), false)),
-            Some(Found::Older { rev, .. }) => Some((rev, self.load(rev, at)?, true)),
+            Some(Found::Older(o)) => Some((o.rev, self.load(o.rev, at)?, true)),
         };
         self.still_readable(at)?;
         Ok(found)
@@ -343,7 +345,7 @@ impl KvStore {
             // The versions to read, in the chunk's order; the rest come from the index.
             let wanted: Vec<[u8; 16]> = chunk[..with_record]
                 .iter()
-                .filter(|(_, found)| values || matches!(found, Found::Older { .. }))
+                .filter(|(_, found)| values || matches!(found, Found::Older(_)))
                 .map(|(_, found)| found.rev().to_bytes())
                 .collect();
             let mut loaded = self.db.batched_multi_get_cf(cf, &wanted, false).into_iter();
